@@ -1,0 +1,12 @@
+"""Errors the platform raises for bad input, so callers can tell them from bugs."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A configuration cannot form a valid job; raised before any data or tensor is built."""
+
+    def __init__(self, what: str, violations: list[str]) -> None:
+        self.violations = violations
+        lines = "\n".join(f"  - {v}" for v in violations)
+        super().__init__(f"invalid {what}:\n{lines}")

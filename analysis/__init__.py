@@ -1,0 +1,1 @@
+"""Result records → pandas → paper-style ablation tables and figures."""
