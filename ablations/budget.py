@@ -191,8 +191,11 @@ def main(argv: list[str] | None = None) -> None:
         seq_len = int(item.split("=", 1)[1])
         overrides.remove(item)
     cfg = compose_config(overrides)
-    title = f"model={group_choice(cfg, 'model')}"
-    print_summary(model_config_from(cfg), title, seq_len)
+    try:
+        model_cfg = model_config_from(cfg)
+    except ConfigError as error:
+        raise SystemExit(f"error: {error}") from None
+    print_summary(model_cfg, f"model={group_choice(cfg, 'model')}", seq_len)
 
 
 if __name__ == "__main__":

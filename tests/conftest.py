@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ablations.model_config import ModelConfig
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO.parent / "shared" / "benchmarks"
+
+
+def small_config(**overrides: object) -> ModelConfig:
+    """A few-thousand-parameter member of the family; overrides pick the axis under test."""
+    values: dict[str, object] = dict(
+        dim=64, n_layers=3, n_heads=4, n_kv_heads=2, vocab_size=101, multiple_of=32, max_seq_len=64
+    )
+    values.update(overrides)
+    return ModelConfig(**values)  # type: ignore[arg-type]
+
+
+# one config per axis of the paper (and combinations), reused by the model, budget and interop tests
+AXES: dict[str, dict[str, object]] = {
+    "mha": dict(n_kv_heads=4),
+    "gqa": dict(),
+    "mqa": dict(n_kv_heads=1),
+    "explicit_head_dim": dict(head_dim=24),
+    "relu": dict(ffn_type="relu"),
+    "gelu": dict(ffn_type="gelu", ffn_hidden=100),
+    "untied": dict(share_embeddings=False),
+    "immediate_x2": dict(sharing_scheme="immediate", sharing_repeats=2),
+    "repeat_all_over_x3": dict(sharing_scheme="repeat_all_over", sharing_repeats=3),
+    "reverse_x2": dict(sharing_scheme="reverse", sharing_repeats=2),
+    "reverse_x3_untied_mqa": dict(
+        sharing_scheme="reverse", sharing_repeats=3, share_embeddings=False, n_kv_heads=1
+    ),
+}
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)

@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from ablations.checkpoint import load_model_dir, save_model_dir
+from ablations.hf_interop import ConversionError, export_llama, import_llama
+from ablations.model import MobileLLM
+from tests.conftest import small_config
+
+EXPORTABLE = {
+    "gqa_tied": dict(),
+    "mha_untied_theta": dict(n_kv_heads=4, share_embeddings=False, rope_theta=500000.0),
+    "mqa_head_dim": dict(n_kv_heads=1, head_dim=24, vocab_size=257),
+    "deep_narrow": dict(n_layers=6, dim=32, n_heads=2, n_kv_heads=1, ffn_hidden=80),
+}
+
+
+def randomised(model: MobileLLM) -> MobileLLM:
+    """Break the ones-init of the norms too, so a swapped norm weight would show."""
+    for param in model.parameters():
+        torch.nn.init.normal_(param, mean=0.0 if param.dim() > 1 else 1.0, std=0.1)
+    return model.eval()
+
+
+def logits_agree(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch.allclose(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", sorted(EXPORTABLE))
+def test_export_loads_in_transformers_with_equal_logits(name: str, tmp_path: Path) -> None:
+    model = randomised(MobileLLM(small_config(**EXPORTABLE[name])))
+    export_llama(model, tmp_path)
+    reference = LlamaForCausalLM.from_pretrained(tmp_path).eval()
+    tokens = torch.randint(0, model.config.vocab_size, (2, 24))
+    with torch.no_grad():
+        assert logits_agree(model(tokens), reference(tokens).logits)
+    assert reference.config.tie_word_embeddings == model.config.share_embeddings
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("theta", [10000.0, 500000.0])
+def test_import_of_a_transformers_llama_gives_equal_logits(tied: bool, theta: float, tmp_path: Path) -> None:
+    config = LlamaConfig(
+        vocab_size=311,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        rope_theta=theta,
+        tie_word_embeddings=tied,
+        rms_norm_eps=1e-6,
+        max_position_embeddings=128,
+    )
+    reference = LlamaForCausalLM(config).eval()
+    for param in reference.parameters():
+        torch.nn.init.normal_(param, mean=0.0 if param.dim() > 1 else 1.0, std=0.1)
+    reference.save_pretrained(tmp_path)
+    model = import_llama(tmp_path).eval()
+    assert model.config.share_embeddings == tied and model.config.rope_theta == theta
+    assert model.config.norm_eps == 1e-6 and model.config.head_dim == 8
+    tokens = torch.randint(0, 311, (2, 30))
+    with torch.no_grad():
+        assert logits_agree(model(tokens), reference(tokens).logits)
+
+
+def test_sharded_checkpoint_is_imported(tmp_path: Path) -> None:
+    model = randomised(MobileLLM(small_config()))
+    export_llama(model, tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    names = sorted(tensors)
+    halves = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    weight_map = {}
+    for shard, keys in halves.items():
+        save_file({k: tensors[k] for k in keys}, str(tmp_path / shard))
+        weight_map.update(dict.fromkeys(keys, shard))
+    (tmp_path / "model.safetensors").unlink()
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    tokens = torch.randint(0, 101, (1, 9))
+    with torch.no_grad():
+        assert logits_agree(import_llama(tmp_path)(tokens), model(tokens))
+
+
+@pytest.mark.parametrize("scheme", ["immediate", "repeat_all_over", "reverse"])
+def test_shared_model_exports_materialised_and_imports_back_shared(scheme: str, tmp_path: Path) -> None:
+    model = randomised(MobileLLM(small_config(sharing_scheme=scheme, sharing_repeats=2)))
+    export_llama(model, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["num_hidden_layers"] == 6 and config["ablations"]["block_schedule"] == list(
+        model.block_schedule
+    )
+    reference = LlamaForCausalLM.from_pretrained(tmp_path).eval()
+    back = import_llama(tmp_path).eval()
+    assert back.block_schedule == model.block_schedule and len(back.blocks) == 3
+    tokens = torch.randint(0, 101, (2, 16))
+    with torch.no_grad():
+        assert logits_agree(reference(tokens).logits, model(tokens))
+        assert logits_agree(back(tokens), model(tokens))
+
+
+def test_ungated_ffn_cannot_be_exported_as_llama(tmp_path: Path) -> None:
+    with pytest.raises(ConversionError, match="ffn_type='relu' cannot be exported"):
+        export_llama(MobileLLM(small_config(ffn_type="relu")), tmp_path)
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_unsupported_llama_features_are_named(tmp_path: Path) -> None:
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        attention_bias=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    with pytest.raises(ConversionError, match="biases"):
+        import_llama(tmp_path)
+
+
+def test_native_model_dir_round_trips_any_variant(tmp_path: Path) -> None:
+    model = randomised(MobileLLM(small_config(ffn_type="relu", sharing_scheme="reverse", sharing_repeats=3)))
+    save_model_dir(model, tmp_path)
+    back = load_model_dir(tmp_path)
+    tokens = torch.randint(0, 101, (1, 11))
+    assert back.config == model.config
+    with torch.no_grad():
+        assert torch.equal(back(tokens), model(tokens))
+    with pytest.raises(FileNotFoundError, match=r"model_config\.json is missing"):
+        load_model_dir(tmp_path / "nowhere")
