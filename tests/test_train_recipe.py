@@ -1,0 +1,84 @@
+"""The training recipe's arithmetic: token budget → steps, LR scaling and schedule, decay groups, MFU."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ablations.errors import ConfigError
+from ablations.hydra_config import compose_config
+from ablations.job import train_config_from
+from ablations.model import MobileLLM
+from ablations.optim import build_optimizer, param_groups
+from ablations.perf import mfu, peak_tflops
+from ablations.train_config import TrainConfig, lr_multiplier, plan_training
+from tests.conftest import small_config
+
+
+def test_paper_exploration_is_120k_steps_at_the_papers_batch() -> None:
+    cfg = train_config_from(compose_config(["train=paper_exploration", "model=mobilellm_125m"]))
+    plan = plan_training(cfg, world_size=32, model_max_seq_len=2048)
+    assert plan.global_batch_tokens == 32 * 32 * 2048 == 2_097_152
+    assert plan.steps == 120_000 and plan.peak_lr == pytest.approx(2e-3)
+    final = plan_training(train_config_from(compose_config(["train=paper_final"])), 32, 2048)
+    assert final.steps == 480_000 and final.tokens == 1_006_632_960_000
+
+
+def test_lr_scales_linearly_with_global_batch() -> None:
+    cfg = train_config_from(compose_config(["train=paper_exploration"]))
+    one_node = plan_training(cfg, world_size=8, model_max_seq_len=2048)  # MobileLLM's pretrain.sh: 5e-4
+    assert one_node.peak_lr == pytest.approx(5e-4) and one_node.steps == 480_000
+    accumulated = plan_training(TrainConfig(grad_accum_steps=4), world_size=8, model_max_seq_len=2048)
+    assert accumulated.peak_lr == pytest.approx(2e-3) and accumulated.global_batch_sequences == 1024
+
+
+def test_token_budget_rounds_steps_up_and_reports_the_real_token_count() -> None:
+    plan = plan_training(TrainConfig(tokens=10_000, micro_batch_size=4, lr=1e-3), 2, model_max_seq_len=256)
+    assert plan.global_batch_tokens == 2048 and plan.steps == math.ceil(10_000 / 2048) == 5
+    assert plan.tokens == 10_240 and plan.peak_lr == 1e-3
+
+
+def test_schedule_warmup_peak_and_end() -> None:
+    schedule = dict(warmup_steps=1000, total_steps=120_000, min_lr_ratio=0.1)
+    assert lr_multiplier(0, **schedule) == 0.0
+    assert lr_multiplier(500, **schedule) == 0.5
+    assert lr_multiplier(1000, **schedule) == 1.0
+    midpoint = 1000 + (120_000 - 1000) // 2
+    assert lr_multiplier(midpoint, **schedule) == pytest.approx(0.55, abs=1e-4)
+    assert lr_multiplier(120_000, **schedule) == pytest.approx(0.1)
+    assert lr_multiplier(200_000, **schedule) == pytest.approx(0.1)  # stays at the floor, as MobileLLM's code
+
+
+def test_optimizer_follows_the_recipe() -> None:
+    model = MobileLLM(small_config(share_embeddings=False))
+    cfg = TrainConfig(tokens=1000, micro_batch_size=1, lr=2e-3, warmup_steps=10)
+    optimizer, scheduler = build_optimizer(model, cfg, plan_training(cfg, 1, 64))
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert optimizer.defaults["betas"] == (0.9, 0.95) and optimizer.defaults["eps"] == 1e-8
+    decayed = {id(p) for p in decay["params"]}
+    for name, param in model.named_parameters():
+        assert (id(param) in decayed) == (not name.endswith("norm.weight")), name  # embeddings decayed too
+    assert scheduler.get_last_lr()[0] == 0.0  # warmup starts from zero
+    assert sum(len(g["params"]) for g in param_groups(model, 0.1)) == len(list(model.parameters()))
+
+
+def test_invalid_train_config_is_rejected_by_rule() -> None:
+    with pytest.raises(ConfigError, match=r"train.micro_batch_size must be a positive integer \(got 0\)"):
+        TrainConfig(micro_batch_size=0)
+    with pytest.raises(ConfigError, match=r"train.seq_len \(4096\) exceeds model.max_seq_len \(2048\)"):
+        plan_training(TrainConfig(seq_len=4096), 1, 2048)
+    with pytest.raises(ConfigError, match="unexpected keyword argument 'learning_rate'"):
+        train_config_from(compose_config(["+train.learning_rate=1e-3"]))
+
+
+def test_mfu_by_hand_and_device_peaks() -> None:
+    assert peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert peak_tflops("NVIDIA H200") == 989.0
+    assert peak_tflops("cpu") is None
+    # 125M at seq 2048: 1,172,275,200 FLOPs/token; 400k tokens/s on one H100 → 47.4% MFU
+    assert mfu(400_000, 1_172_275_200, 1, 989.0) == pytest.approx(400_000 * 1_172_275_200 / 989e12)
+    assert mfu(1.0, 1, 1, None) is None
