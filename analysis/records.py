@@ -161,8 +161,9 @@ def save_frame(frame: pd.DataFrame, out_dir: Path, stem: str = "records") -> lis
     csv_path, parquet_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.parquet"
     portable.to_csv(csv_path, index=False)
     # mixed-type object columns (e.g. an axis that is a number in one record, a string in another)
-    for column in portable.columns[portable.dtypes == object]:
-        if portable[column].map(type).nunique() > 1:
-            portable[column] = portable[column].map(lambda v: v if v is None else str(v))
+    for column in portable.columns:
+        present = portable[column].dropna()
+        if pd.api.types.is_object_dtype(portable[column]) and present.map(type).nunique() > 1:
+            portable[column] = portable[column].map(lambda v: str(v) if pd.notna(v) else None)
     portable.to_parquet(parquet_path, index=False)
     return [csv_path, parquet_path]
