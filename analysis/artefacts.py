@@ -83,7 +83,7 @@ def roadmap_step(variants: pd.DataFrame) -> pd.Series:
 
 def depth_row(variants: pd.DataFrame) -> pd.Series:
     """Figure 4 points: `l<n_layers>`."""
-    return _column(variants, "model/n_layers", 0).map(lambda n: f"l{int(n)}")
+    return _column(variants, "model/n_layers", None).map(lambda n: f"l{int(n)}" if pd.notna(n) else None)
 
 
 def no_row(variants: pd.DataFrame) -> pd.Series:

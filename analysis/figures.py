@@ -34,20 +34,23 @@ def _errors(frame: pd.DataFrame) -> list[pd.Series]:
     return [low, high]
 
 
-def _ours(variants: pd.DataFrame) -> pd.DataFrame:
-    """Variants with an average; figures cannot place the rest (the tables list them)."""
-    return variants[variants["avg"].notna()]
+def _ours(variants: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """Variants with an average and the figure's axes; figures cannot place the rest (the tables list them)."""
+    if not set(axes) <= set(variants.columns):
+        return variants.iloc[0:0]
+    return variants[variants["avg"].notna()].dropna(subset=axes)
 
 
 def depth_figure(variants: pd.DataFrame, with_paper: bool = True) -> Figure:
     """Figure 4: average accuracy vs `model/n_layers`, one panel per budget, paper points in grey."""
-    ours = _ours(variants)
+    ours = _ours(variants, ["model/n_layers"])
     budgets = list(dict.fromkeys(ours["budget"]))
     fig, axes = _panels(budgets)
     paper = paper_values("fig4")
     for ax, budget in zip(axes, budgets or ["no complete variant"], strict=True):
-        mine = ours[ours["budget"] == budget].sort_values("model/n_layers")
+        mine = ours[ours["budget"] == budget]
         if len(mine):
+            mine = mine.sort_values("model/n_layers")
             ax.errorbar(
                 mine["model/n_layers"], mine["avg"], yerr=_errors(mine), marker="o", capsize=3, label="ours"
             )
@@ -65,7 +68,7 @@ def depth_figure(variants: pd.DataFrame, with_paper: bool = True) -> Figure:
 
 def heads_figure(variants: pd.DataFrame) -> Figure:
     """Figure 5: average accuracy vs `model/n_kv_heads`, one line per `model/n_heads`, one panel per budget."""
-    ours = _ours(variants)
+    ours = _ours(variants, ["model/n_heads", "model/n_kv_heads"])
     budgets = list(dict.fromkeys(ours["budget"]))
     fig, axes = _panels(budgets)
     for ax, budget in zip(axes, budgets or ["no complete variant"], strict=True):

@@ -202,3 +202,18 @@ def test_wandb_offline_logging_writes_a_finished_run(tmp_path: Path, monkeypatch
 
     assert wandb.run is None  # finished
     assert "finishing run" in (offline_runs[0] / "logs" / "debug.log").read_text()
+
+
+def test_unreadable_and_metricless_records_appear_with_their_status(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "result.json").write_text("{truncated")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "result.json").write_text(
+        '{"schema": 1, "status": "running", "name": "r", "eval": null}'
+    )
+    result = generate(
+        records_frame(load_records([tmp_path])), tmp_path / "out", ["table2", "fig4"], n_resamples=10
+    )
+    for table in result.tables.values():
+        assert sorted(table["status"]) == ["running", "unreadable"]
+    assert (tmp_path / "out" / "fig4.png").is_file()
