@@ -1,0 +1,169 @@
+"""Read `result.json` records (one per job) into one flat pandas DataFrame.
+
+Column names (one row per record):
+- `run_dir`, `status`, `name`, `sweep`, `seed`, `error`, `schema`
+- `axes/<axis>`: the sweep axes the job varied
+- `<group>/<field>`: the resolved config, flattened (`model/dim`, `model/sharing_scheme`, `train/lr`, …)
+- `params/<kind>`, `flops_per_token`, `tokens_seen`
+- `result/train/<field>`: what training reported (`final_loss`, `val_loss`, `steps`, `tokens_per_s`, `mfu`)
+- `result/eval/<task>/<metric>`: per-task metrics and stderr (`acc`, `acc_stderr`, `acc_norm`, …)
+- `result/eval/paper_avg`, `result/eval/paper_avg_metric/<task>`, `result/eval/samples_dir`
+
+A record that failed, diverged or is still running keeps its row (its metric columns are empty), so
+nothing is silently dropped; unreadable files become rows with status `unreadable`.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+RESULT_FILE = "result.json"
+TASKS: tuple[str, ...] = (
+    "arc_easy",
+    "arc_challenge",
+    "boolq",
+    "piqa",
+    "social_iqa",
+    "hellaswag",
+    "openbookqa",
+    "winogrande",
+)
+"""The paper's eight zero-shot tasks (lm-eval names), in the paper's column order."""
+TASK_LABELS: dict[str, str] = {
+    "arc_easy": "ARC-e",
+    "arc_challenge": "ARC-c",
+    "boolq": "BoolQ",
+    "piqa": "PIQA",
+    "social_iqa": "SIQA",
+    "hellaswag": "HS",
+    "openbookqa": "OBQA",
+    "winogrande": "WG",
+}
+DEFAULT_PAPER_METRIC: dict[str, str] = {
+    "arc_easy": "acc_norm",
+    "arc_challenge": "acc_norm",
+    "boolq": "acc",
+    "piqa": "acc_norm",
+    "social_iqa": "acc",
+    "hellaswag": "acc_norm",
+    "openbookqa": "acc_norm",
+    "winogrande": "acc",
+}
+"""Metric per task when a record does not name one (`eval.paper_avg_metric`). The paper does not say
+acc or acc_norm; these are lm-eval's usual choices (length-normalised where answers differ in length)."""
+STATUSES: tuple[str, ...] = ("complete", "failed", "diverged", "running")
+
+
+def find_result_files(sources: Iterable[str | Path]) -> list[Path]:
+    """`result.json` paths under each source: a directory (searched recursively), a file, or a glob."""
+    found: list[Path] = []
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            found.extend(sorted(path.rglob(RESULT_FILE)))
+        elif path.is_file():
+            found.append(path)
+        else:
+            found.extend(Path(p) for p in sorted(glob.glob(str(source), recursive=True)))
+    return list(dict.fromkeys(p.resolve() for p in found))  # keep order, drop duplicates
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """One record with `run_dir` added; an unreadable file becomes a record with status `unreadable`."""
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict):
+            raise ValueError("top level is not an object")
+    except (OSError, ValueError) as exc:
+        record = {"status": "unreadable", "name": path.parent.name, "error": f"{path}: {exc}"}
+    record["run_dir"] = str(path.parent)
+    return record
+
+
+def load_records(sources: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Every record found under `sources` (see `find_result_files`)."""
+    return [read_record(p) for p in find_result_files(sources)]
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts → one level with `/`-joined keys; lists and scalars are kept as values."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}/"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def record_row(record: dict[str, Any]) -> dict[str, Any]:
+    """The flat row of one record (column names in the module docstring)."""
+    row: dict[str, Any] = {
+        "run_dir": record.get("run_dir"),
+        "status": record.get("status", "unknown"),
+        "name": record.get("name") or Path(str(record.get("run_dir", "?"))).name,
+        "sweep": record.get("sweep"),
+        "seed": record.get("seed"),
+        "error": record.get("error"),
+        "schema": record.get("schema"),
+    }
+    row.update(flatten(record.get("axes") or {}, "axes/"))
+    row.update(flatten(record.get("config") or {}))
+    row.update(flatten(record.get("params") or {}, "params/"))
+    row["flops_per_token"] = record.get("flops_per_token")
+    row["tokens_seen"] = record.get("tokens_seen")
+    row.update(flatten(record.get("train") or {}, "result/train/"))
+    evaluation = dict(record.get("eval") or {})
+    tasks = evaluation.pop("tasks", {}) or {}
+    row.update(flatten(tasks, "result/eval/"))
+    row.update(flatten(evaluation, "result/eval/"))
+    return row
+
+
+def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per record; see the module docstring for the columns."""
+    return pd.DataFrame([record_row(r) for r in records])
+
+
+def task_metric(row: pd.Series, task: str) -> str:
+    """The metric (`acc` / `acc_norm`) a row's record averages for `task`."""
+    named = row.get(f"result/eval/paper_avg_metric/{task}")
+    return named if isinstance(named, str) else DEFAULT_PAPER_METRIC[task]
+
+
+def task_score(row: pd.Series, task: str) -> tuple[float, float]:
+    """(accuracy, stderr) of `task` as fractions; NaN where the record lacks them."""
+    metric = task_metric(row, task)
+    value = row.get(f"result/eval/{task}/{metric}")
+    stderr = row.get(f"result/eval/{task}/{metric}_stderr")
+    return (
+        float("nan") if value is None else float(value),
+        float("nan") if stderr is None else float(stderr),
+    )
+
+
+def save_frame(frame: pd.DataFrame, out_dir: Path, stem: str = "records") -> list[Path]:
+    """Write `frame` as CSV and Parquet (list-valued cells as JSON text, which Parquet needs)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    portable = frame.copy()
+    for column in portable.columns:
+        if portable[column].map(lambda v: isinstance(v, (list, dict))).any():
+            portable[column] = portable[column].map(
+                lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v
+            )
+    csv_path, parquet_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.parquet"
+    portable.to_csv(csv_path, index=False)
+    # mixed-type object columns (e.g. an axis that is a number in one record, a string in another)
+    for column in portable.columns:
+        present = portable[column].dropna()
+        if pd.api.types.is_object_dtype(portable[column]) and present.map(type).nunique() > 1:
+            portable[column] = portable[column].map(lambda v: str(v) if pd.notna(v) else None)
+    portable.to_parquet(parquet_path, index=False)
+    return [csv_path, parquet_path]
