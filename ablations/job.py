@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
@@ -83,7 +84,12 @@ def run_job(
     a failure stops anything (a multirun records it and goes on).
     """
     run_dir = Path(run_dir)
-    model_cfg, train_cfg = validate(cfg)
+    try:
+        model_cfg, train_cfg = validate(cfg)
+    except ConfigError as error:  # nothing was built; the variant is still recorded, as failed
+        write_record(run_dir, {"status": "failed", "name": name, "sweep": sweep, "axes": axes or {},
+                               "config": OmegaConf.to_container(cfg, resolve=True), "error": str(error)})
+        raise
     record = new_record(cfg, model_cfg, run_dir, name, sweep, axes or {})
     previous = read_record(run_dir)
     if previous is not None:  # a resumed job keeps its start time
@@ -103,7 +109,15 @@ def run_job(
         record["finished"] = datetime.now(timezone.utc).isoformat()
         if _is_global_zero():
             write_record(run_dir, record)
+        _finish_wandb()
     return record
+
+
+def _finish_wandb() -> None:
+    """End this job's W&B run, or the next job in the same process would log into it."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
 
 
 def _is_global_zero() -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ablations.budget import flops_per_token
 from ablations.callbacks import read_metrics
@@ -51,8 +51,8 @@ def build_datamodule(cfg: DictConfig, plan: TrainPlan, train_cfg: TrainConfig) -
     from ablations.datamodule import TokenDataModule
 
     return TokenDataModule(
-        data_cfg=cfg.data,
-        tokenizer_cfg=cfg.tokenizer,
+        data=OmegaConf.to_container(cfg.data, resolve=True),
+        tokenizer=OmegaConf.to_container(cfg.tokenizer, resolve=True),
         seq_len=plan.seq_len,
         micro_batch_size=train_cfg.micro_batch_size,
         seed=cfg.get("seed", 0),

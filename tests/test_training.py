@@ -1,0 +1,99 @@
+"""Real Lightning training runs of the tiny model on the embedded corpus (CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from ablations.callbacks import read_metrics
+from ablations.checkpoint import load_model_dir
+from ablations.hydra_config import compose_config
+from ablations.job import run_job
+from ablations.results import read_record
+
+# 8 windows of 64 tokens per step: fast on 2 cores, long enough to learn
+SMALL = ["train.micro_batch_size=8", "train.seq_len=64", "train.log_every_n_steps=1", "trainer.enable_progress_bar=false",
+         "data.progress=false", "logger=none"]
+
+
+def tokens_for(steps: int) -> str:
+    return f"train.tokens={steps * 8 * 64}"
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {row["step"]: row["train/loss"] for row in read_metrics(run_dir / "metrics.jsonl") if "train/loss" in row}
+
+
+def test_smoke_training_lowers_the_loss_and_records_the_run(tmp_path: Path) -> None:
+    cfg = compose_config([*SMALL, tokens_for(60), "train.warmup_steps=5", "train.val_every_n_steps=30",
+                          "train.val_batches=4", "train.ckpt_every_n_steps=30"])
+    record = run_job(cfg, tmp_path, name="tiny")
+    assert record["status"] == "complete"
+    saved = read_record(tmp_path)
+    assert saved["status"] == "complete" and saved["error"] is None
+    assert saved["tokens_seen"] == 60 * 8 * 64 and saved["train"]["steps"] == 60
+    assert saved["params"]["total"] == sum(p.numel() for p in load_model_dir(tmp_path / "model").parameters())
+    curve = list(losses(tmp_path).values())
+    assert len(curve) == 60 and all(math.isfinite(x) for x in curve)
+    assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5 - 1.0  # it learns: > 1 nat lower after 60 steps
+    assert saved["train"]["val_loss"] < curve[0]
+    assert saved["train"]["final_loss"] == curve[-1]
+    assert saved["train"]["tokens_per_s"] > 0
+    assert saved["data"]["tokenizer"] and (tmp_path / "model" / "tokenizer.json").is_file()
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_resume_from_a_mid_run_checkpoint_repeats_the_same_losses(tmp_path: Path) -> None:
+    common = [*SMALL, tokens_for(12), "train.warmup_steps=3", "train.val_every_n_steps=0",
+              "train.ckpt_every_n_steps=1", "train.keep_checkpoints=-1"]
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    run_job(compose_config(common), full, name="full")
+    # a job killed after step 5 leaves exactly this checkpoint behind as its last.ckpt
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copy(full / "checkpoints" / "step-0000005.ckpt", resumed / "checkpoints" / "last.ckpt")
+    run_job(compose_config([*common, "ckpt_path=auto"]), resumed, name="resumed")
+    uninterrupted, continued = losses(full), losses(resumed)
+    assert sorted(continued) == list(range(6, 13))
+    assert [continued[s] for s in range(6, 13)] == [uninterrupted[s] for s in range(6, 13)]
+    assert read_record(resumed)["tokens_seen"] == read_record(full)["tokens_seen"] == 12 * 8 * 64
+
+
+def test_diverging_loss_stops_the_job_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    cfg = compose_config([*SMALL, tokens_for(40), "train.lr=1e4", "train.warmup_steps=0", "train.grad_clip=0",
+                          "train.val_every_n_steps=0", "train.ckpt_every_n_steps=1", "train.keep_checkpoints=1"])
+    with pytest.raises(RuntimeError, match="non-finite gradient norm"):
+        run_job(cfg, tmp_path, name="diverging")
+    record = read_record(tmp_path)
+    assert record["status"] == "diverged" and "diverged" in record["error"]
+    kept = sorted((tmp_path / "checkpoints").glob("step-*.ckpt"))
+    assert kept, "the last good checkpoint is kept"
+    state = torch.load(kept[-1], map_location="cpu", weights_only=False)["state_dict"]
+    assert all(torch.isfinite(t).all() for t in state.values())
+
+
+def test_config_errors_are_recorded_before_anything_is_built(tmp_path: Path) -> None:
+    from ablations.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"n_heads \(4\) must be divisible by n_kv_heads \(3\)"):
+        run_job(compose_config([*SMALL, "model.n_kv_heads=3"]), tmp_path, name="bad")
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert record["status"] == "failed" and "n_kv_heads" in record["error"]
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_wandb_offline_run_is_written_and_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = compose_config([*SMALL, tokens_for(3), "logger=wandb", "train.val_every_n_steps=0", "sweep=unit",
+                          "+axes.sharing_scheme=none"])
+    run_job(cfg, tmp_path, name="wandb-run", sweep="unit", axes={"sharing_scheme": "none"})
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+    assert wandb.run is None  # finished: a next job in this process starts a new run
