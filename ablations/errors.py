@@ -10,3 +10,10 @@ class ConfigError(ValueError):
         self.violations = violations
         lines = "\n".join(f"  - {v}" for v in violations)
         super().__init__(f"invalid {what}:\n{lines}")
+
+
+class DataError(ValueError):
+    """Input data (corpus, tokenizer, token shards) is missing or inconsistent.
+
+    The message names the file or dataset and what is wrong; nothing already written is deleted.
+    """

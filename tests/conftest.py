@@ -41,3 +41,11 @@ AXES: dict[str, dict[str, object]] = {
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _shared_data_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One tokenizer/shard cache per test session (built once, reused by every training test)."""
+    import os
+
+    os.environ.setdefault("ABLATIONS_CACHE", str(tmp_path_factory.mktemp("ablations_cache")))
