@@ -34,3 +34,9 @@ def group_choice(cfg: DictConfig, group: str) -> str:
 def model_config_from(cfg: DictConfig) -> ModelConfig:
     """The validated `ModelConfig` of a composed job config (raises ConfigError naming broken rules)."""
     return ModelConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
+
+
+def resolved_config(cfg: DictConfig) -> dict:
+    """The job's config as plain data, interpolations resolved, without Hydra's own node."""
+    return {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+            for key in cfg if key != "hydra"}

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablations.budget import count_params, flops_per_token
 from ablations.errors import ConfigError
-from ablations.hydra_config import model_config_from
+from ablations.hydra_config import model_config_from, resolved_config
 from ablations.model_config import ModelConfig
 from ablations.results import package_versions, read_record, write_record
 from ablations.train_config import TrainConfig, plan_training
@@ -55,7 +55,7 @@ def new_record(
         "axes": axes,
         "seed": cfg.get("seed", 0),
         "run_dir": str(run_dir),
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": resolved_config(cfg),
         "params": {
             k: v
             for k, v in counts.as_dict().items()
@@ -88,7 +88,7 @@ def run_job(
         model_cfg, train_cfg = validate(cfg)
     except ConfigError as error:  # nothing was built; the variant is still recorded, as failed
         write_record(run_dir, {"status": "failed", "name": name, "sweep": sweep, "axes": axes or {},
-                               "config": OmegaConf.to_container(cfg, resolve=True), "error": str(error)})
+                               "config": resolved_config(cfg), "error": str(error)})
         raise
     record = new_record(cfg, model_cfg, run_dir, name, sweep, axes or {})
     previous = read_record(run_dir)

@@ -91,7 +91,9 @@ class LitMobileLLM(L.LightningModule):
         checkpoint["rng"] = {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": np.random.get_state(),
+            # as a tensor: Lightning loads checkpoints with weights_only=True, which refuses numpy arrays
+            "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+            "numpy_pos": np.random.get_state()[2],
             "python": random.getstate(),
         }
 
@@ -102,7 +104,7 @@ class LitMobileLLM(L.LightningModule):
             torch.set_rng_state(rng["torch"])
             if rng["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
-            np.random.set_state(rng["numpy"])
+            np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0))
             random.setstate(rng["python"])
 
     def plan_dict(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import numpy as np
 from ablations.corpus import corpus_fingerprint, is_validation, iter_documents
 from ablations.data_config import DataConfig, TokenizerConfig
 from ablations.errors import DataError
-from ablations.tokenizer import tokenizer_hash, tokenizer_info, tokenizer_vocab_size
+from ablations.tokenizer import tokenizer_info, tokenizer_vocab_size
 
 MANIFEST = "manifest.json"
 FORMAT = "ablations-token-shards"

@@ -123,8 +123,16 @@ def trained_tokenizer(cfg: TokenizerConfig, data: DataConfig) -> Any:
 
 def train_bpe(texts: Any, cfg: TokenizerConfig) -> Any:
     """A LLaMA-style BPE `tokenizers.Tokenizer` with byte fallback, trained on `texts` to `cfg.vocab_size`."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from tokenizers import trainers
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
 
     n_fixed = len(SPECIAL_TOKENS) + len(BYTE_TOKENS)
     normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])

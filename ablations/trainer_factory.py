@@ -9,9 +9,10 @@ from typing import Any
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ablations.callbacks import JsonlLogger, LastCheckpoint, ThroughputMonitor, TokenProgressBar
+from ablations.hydra_config import resolved_config
 from ablations.train_config import TrainConfig
 
 METRICS_FILE = "metrics.jsonl"
@@ -28,17 +29,16 @@ def build_loggers(cfg: DictConfig, run_dir: Path, name: str, sweep: str | None, 
     for key, node in (cfg.get("logger") or {}).items():
         if key == "wandb":
             offline = node.get("offline")
-            loggers.append(
-                instantiate(
-                    node,
-                    save_dir=str(run_dir),
-                    name=name,
-                    group=sweep,
-                    tags=[f"{k}={v}" for k, v in axes.items()],
-                    offline=(not wandb_has_key()) if offline is None else offline,
-                    config=OmegaConf.to_container(cfg, resolve=True),
-                )
+            wandb_logger = instantiate(
+                node,
+                save_dir=str(run_dir),
+                name=name,
+                group=sweep,
+                tags=[f"{k}={v}" for k, v in axes.items()],
+                offline=(not wandb_has_key()) if offline is None else offline,
             )
+            wandb_logger.log_hyperparams(resolved_config(cfg))  # the whole job config, for filtering runs
+            loggers.append(wandb_logger)
         else:
             loggers.append(instantiate(node, save_dir=str(run_dir)))
     return loggers
