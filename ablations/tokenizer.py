@@ -69,10 +69,8 @@ def tokenizer_vocab_size(tokenizer: Any) -> int:
 def tokenizer_hash(tokenizer: Any) -> str:
     """A hash of the tokenizer's full definition (vocab, merges, normalisation, special tokens)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        text = backend.to_str()
-    else:  # a slow tokenizer: its vocabulary is its definition
-        text = json.dumps(sorted(tokenizer.get_vocab().items()))
+    # a slow tokenizer has no serialised definition: its vocabulary stands for it
+    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -124,8 +122,16 @@ def trained_tokenizer(cfg: TokenizerConfig, data: DataConfig) -> Any:
 
 def train_bpe(texts: Any, cfg: TokenizerConfig) -> Any:
     """A LLaMA-style BPE `tokenizers.Tokenizer` with byte fallback, trained on `texts` to `cfg.vocab_size`."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from tokenizers import trainers
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
 
     n_fixed = len(SPECIAL_TOKENS) + len(BYTE_TOKENS)
     normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])

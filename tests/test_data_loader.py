@@ -3,6 +3,8 @@ Lightning checkpoint), worker processes giving the same stream."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,7 @@ SEQ = 8
 def index(block_tokens: tuple[int, ...] = (400, 333, 97)) -> WindowIndex:
     """Shards whose token at global position p is p, so every window names where it came from."""
     starts = np.cumsum((0, *block_tokens))
-    return WindowIndex([np.arange(a, b, dtype=np.uint32) for a, b in zip(starts, starts[1:])], SEQ)
+    return WindowIndex([np.arange(a, b, dtype=np.uint32) for a, b in itertools.pairwise(starts)], SEQ)
 
 
 def windows_of(loader: TokenWindowLoader, n_batches: int) -> list[int]:
@@ -68,15 +70,15 @@ def test_block_shuffle_is_a_permutation_at_scale() -> None:
 def test_exact_resume_mid_epoch(stop: int) -> None:
     idx = index()
     uninterrupted = TokenWindowLoader(idx, 4, seed=7, rank=1, world_size=2)
-    reference = [b for _, b in zip(range(stop + 5), uninterrupted)]
+    reference = [b for _, b in zip(range(stop + 5), uninterrupted, strict=False)]
     first = TokenWindowLoader(idx, 4, seed=7, rank=1, world_size=2)
-    for _, _b in zip(range(stop), first):
+    for _, _b in zip(range(stop), first, strict=False):
         pass
     state = first.state_dict()
     assert state["position"] == stop and state["tokens_seen"] == stop * 4 * SEQ
     resumed = TokenWindowLoader(idx, 4, seed=7, rank=1, world_size=2)
     resumed.load_state_dict(state)
-    for expected, got in zip(reference[stop:], resumed):
+    for expected, got in zip(reference[stop:], resumed, strict=False):
         assert torch.equal(expected, got)
     with pytest.raises(DataError, match=r"cannot resume.*micro_batch_size: saved 4 vs now 5"):
         TokenWindowLoader(idx, 5, seed=7, rank=1, world_size=2).load_state_dict(state)
@@ -86,7 +88,7 @@ def test_workers_give_the_same_stream() -> None:
     loader = TokenWindowLoader(index(), 4, seed=5)
     loader.position = 3
     dl = torch.utils.data.DataLoader(WindowBatchDataset(loader), batch_size=None, num_workers=2)
-    got = [b for _, b in zip(range(6), dl)]
+    got = [b for _, b in zip(range(6), dl, strict=False)]
     for k, b in enumerate(got):
         assert torch.equal(b, loader.batch(3 + k))
 
@@ -107,8 +109,8 @@ def test_lightning_checkpoint_resumes_with_the_next_batch(tmp_path) -> None:
     equal those of the uninterrupted run (Lightning prefetches a batch, which must not be counted)."""
     import lightning as L
 
-    from ablations.datamodule import TokenDataModule
     from ablations.data_config import DataConfig, TokenizerConfig
+    from ablations.datamodule import TokenDataModule
 
     class Recorder(L.LightningModule):
         def __init__(self) -> None:

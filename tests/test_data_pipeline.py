@@ -3,6 +3,7 @@ cache reuse/rebuild, and one clear error for each kind of bad input."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -95,7 +96,9 @@ def test_hf_and_sentencepiece_tokenizers_load_from_local_files(tokenizer, tmp_pa
         bos_id=1, eos_id=2, unk_id=0, pad_id=-1, minloglevel=2,
         model_type="bpe", normalization_rule_name="identity", remove_extra_whitespaces=False,  # as LLaMA's
     )  # fmt: skip
-    sp_cfg = TokenizerConfig(kind="sentencepiece", name_or_path=str(tmp_path / "sp.model"), cache_dir=str(tmp_path))
+    sp_cfg = TokenizerConfig(
+        kind="sentencepiece", name_or_path=str(tmp_path / "sp.model"), cache_dir=str(tmp_path)
+    )
     sp = load_tokenizer(sp_cfg)
     reference = spm.SentencePieceProcessor(model_file=str(tmp_path / "sp.model"))
     for text in ["Assert statements are a convenient way to insert debugging assertions", "x = 1\n  y ☃"]:
@@ -137,12 +140,15 @@ def test_round_trip_text_shards_windows_text(tokenizer, cache: Path, tmp_path: P
     stream = np.concatenate([windows[:, :-1].reshape(-1), windows[-1:, -1]])
     expected = []
     for text in DOCS:  # a literal "<s>" inside a document is text in the shards, never a boundary
-        expected += [tokenizer.bos_token_id, *tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)]
+        expected += [
+            tokenizer.bos_token_id,
+            *tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True),
+        ]
     assert stream.tolist() == expected[: len(stream)]
     assert len(expected) - len(stream) < seq_len  # only the tail that fills no window is left out
     # decode the covered documents back, split at BOS
-    boundaries = np.flatnonzero(stream == tokenizer.bos_token_id).tolist() + [len(stream)]
-    decoded = [tokenizer.decode(stream[a + 1 : b]) for a, b in zip(boundaries, boundaries[1:])]
+    boundaries = [*np.flatnonzero(stream == tokenizer.bos_token_id).tolist(), len(stream)]
+    decoded = [tokenizer.decode(stream[a + 1 : b]) for a, b in itertools.pairwise(boundaries)]
     assert decoded[:-1] == DOCS[: len(decoded) - 1]  # the last one may be cut by the final window
     assert loader.tokens_seen == len(batches) * 8 * seq_len
 
@@ -188,11 +194,15 @@ def test_hf_dataset_from_save_to_disk(tokenizer, cache: Path, tmp_path: Path) ->
     import datasets
 
     datasets.Dataset.from_dict({"content": DOCS}).save_to_disk(str(tmp_path / "ds"))
-    cfg = data_cfg(cache, source="hf_dataset", hf_path=str(tmp_path / "ds"), text_field="content", max_tokens=2000)
+    cfg = data_cfg(
+        cache, source="hf_dataset", hf_path=str(tmp_path / "ds"), text_field="content", max_tokens=2000
+    )
     manifest = read_manifest(prepare_shards(cfg, tok_cfg(cache), tokenizer), verify_hashes=True)
     assert manifest["tokens"] == 2000  # the token cap is exact
     with pytest.raises(DataError, match=r"text field 'text' absent.*content"):
-        prepare_shards(data_cfg(cache, source="hf_dataset", hf_path=str(tmp_path / "ds")), tok_cfg(cache), tokenizer)
+        prepare_shards(
+            data_cfg(cache, source="hf_dataset", hf_path=str(tmp_path / "ds")), tok_cfg(cache), tokenizer
+        )
 
 
 def test_unreachable_hub_dataset_is_one_clear_error(tokenizer, cache: Path) -> None:
@@ -258,5 +268,7 @@ def test_seq_len_longer_than_any_shard(tokenizer, cache: Path) -> None:
     shard_dir = prepare_shards(data_cfg(cache), tok_cfg(cache), tokenizer)
     manifest = read_manifest(shard_dir, verify_hashes=False)
     longest = max(s["tokens"] for s in manifest["splits"]["val"]["shards"])
-    with pytest.raises(DataError, match=rf"seq_len={longest} is longer than any shard \(the longest has {longest}"):
+    with pytest.raises(
+        DataError, match=rf"seq_len={longest} is longer than any shard \(the longest has {longest}"
+    ):
         WindowIndex(open_split(shard_dir, manifest, "val"), longest, name=str(shard_dir))
