@@ -96,7 +96,9 @@ class ThroughputMonitor(L.Callback):
         utilisation = mfu(self.tokens_per_s, self.flops_per_token, trainer.world_size, peak)
         if utilisation is not None:
             metrics["perf/mfu"] = utilisation
-        for logger in trainer.loggers:  # keyed like Lightning's rows: the 0-based index of the step just taken
+        for (
+            logger
+        ) in trainer.loggers:  # keyed like Lightning's rows: the 0-based index of the step just taken
             logger.log_metrics(metrics, step=step - 1)
 
     @staticmethod

@@ -25,7 +25,9 @@ from ablations.errors import DataError
 
 LOCAL_SUFFIXES: tuple[str, ...] = (".txt", ".jsonl", ".json", ".parquet")
 # Directories of the stdlib that are tests, vendored code or the installed packages, not library text.
-_STDLIB_SKIP_PARTS = frozenset({"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"})
+_STDLIB_SKIP_PARTS = frozenset(
+    {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+)
 
 
 def is_validation(text: str, val_fraction: float) -> bool:
@@ -88,7 +90,9 @@ def _stdlib_sources() -> Iterator[str]:
     root = Path(sysconfig.get_paths()["stdlib"])
     files = [p for p in root.rglob("*.py") if not _STDLIB_SKIP_PARTS.intersection(p.relative_to(root).parts)]
     files.sort(key=lambda p: hashlib.blake2b(p.relative_to(root).as_posix().encode()).digest())
-    return (p.read_text(encoding="utf-8", errors="replace") for p in files)  # read lazily: the cap stops early
+    return (
+        p.read_text(encoding="utf-8", errors="replace") for p in files
+    )  # read lazily: the cap stops early
 
 
 # ------------------------------------------------------------------------------------------- local files
@@ -106,7 +110,9 @@ def resolve_local_files(paths: list[str]) -> list[Path]:
                 raise DataError(f"{p}: unsupported file type {p.suffix!r}; use one of {LOCAL_SUFFIXES}")
             found.add(p)
         else:
-            found.update(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).suffix in LOCAL_SUFFIXES)
+            found.update(
+                Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).suffix in LOCAL_SUFFIXES
+            )
     if not found:
         raise DataError(f"data.paths={paths}: no {'/'.join(LOCAL_SUFFIXES)} files found (missing corpus)")
     return sorted(found)
@@ -167,7 +173,11 @@ def load_hf_dataset(cfg: DataConfig) -> Any:
     else:
         try:
             ds = datasets.load_dataset(
-                cfg.hf_path, cfg.hf_name, split=cfg.hf_split, streaming=cfg.streaming, revision=cfg.hf_revision
+                cfg.hf_path,
+                cfg.hf_name,
+                split=cfg.hf_split,
+                streaming=cfg.streaming,
+                revision=cfg.hf_revision,
             )
         except Exception as e:  # hub unreachable, offline mode, name or config unknown, …
             raise DataError(

@@ -71,10 +71,14 @@ class TokenDataModule(L.LightningDataModule):
         self.manifest = read_manifest(self.shard_dir, verify_hashes=False)
         rank, world = self._rank_and_world()
         where = str(self.shard_dir)
-        train = WindowIndex(open_split(self.shard_dir, self.manifest, "train"), self.seq_len, f"{where} (train)")
+        train = WindowIndex(
+            open_split(self.shard_dir, self.manifest, "train"), self.seq_len, f"{where} (train)"
+        )
         self.train_loader = TokenWindowLoader(train, self.micro_batch_size, self.seed, rank, world)
         if self.manifest["splits"]["val"]["tokens"] > self.seq_len:
-            val = WindowIndex(open_split(self.shard_dir, self.manifest, "val"), self.seq_len, f"{where} (val)")
+            val = WindowIndex(
+                open_split(self.shard_dir, self.manifest, "val"), self.seq_len, f"{where} (val)"
+            )
             self.val_loader = TokenWindowLoader(
                 val, self.val_micro_batch_size, self.seed, rank, world, shuffle=False, infinite=False
             )

@@ -38,5 +38,8 @@ def model_config_from(cfg: DictConfig) -> ModelConfig:
 
 def resolved_config(cfg: DictConfig) -> dict:
     """The job's config as plain data, interpolations resolved, without Hydra's own node."""
-    return {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
-            for key in cfg if key != "hydra"}
+    return {
+        key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+        for key in cfg
+        if key != "hydra"
+    }

@@ -87,8 +87,17 @@ def run_job(
     try:
         model_cfg, train_cfg = validate(cfg)
     except ConfigError as error:  # nothing was built; the variant is still recorded, as failed
-        write_record(run_dir, {"status": "failed", "name": name, "sweep": sweep, "axes": axes or {},
-                               "config": resolved_config(cfg), "error": str(error)})
+        write_record(
+            run_dir,
+            {
+                "status": "failed",
+                "name": name,
+                "sweep": sweep,
+                "axes": axes or {},
+                "config": resolved_config(cfg),
+                "error": str(error),
+            },
+        )
         raise
     record = new_record(cfg, model_cfg, run_dir, name, sweep, axes or {})
     previous = read_record(run_dir)

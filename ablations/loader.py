@@ -83,7 +83,10 @@ class EpochOrder:
         out = np.empty_like(positions)
         for i, (s, p) in enumerate(zip(slot.tolist(), positions.tolist(), strict=True)):
             b = int(self.block_order[s])
-            out[i] = b * self.block + self._within(b, int(self.offsets[s + 1] - self.offsets[s]))[p - self.offsets[s]]
+            out[i] = (
+                b * self.block
+                + self._within(b, int(self.offsets[s + 1] - self.offsets[s]))[p - self.offsets[s]]
+            )
         return out
 
     def _within(self, b: int, size: int) -> np.ndarray:
@@ -108,7 +111,9 @@ class TokenWindowLoader:
         infinite: bool = True,
     ) -> None:
         if micro_batch_size < 1 or not 0 <= rank < world_size:
-            raise DataError(f"micro_batch_size={micro_batch_size}, rank={rank}, world_size={world_size}: invalid")
+            raise DataError(
+                f"micro_batch_size={micro_batch_size}, rank={rank}, world_size={world_size}: invalid"
+            )
         self.index, self.micro_batch_size, self.seed = index, micro_batch_size, seed
         self.rank, self.world_size, self.shuffle, self.infinite = rank, world_size, shuffle, infinite
         self.per_rank = len(index) // world_size  # equal for every rank, so DDP ranks stay in step
@@ -143,7 +148,9 @@ class TokenWindowLoader:
 
     def window_ids(self, batch: int) -> np.ndarray:
         """Window ids of batch number `batch` of this rank (a pure function of the configuration)."""
-        samples = np.arange(batch * self.micro_batch_size, (batch + 1) * self.micro_batch_size, dtype=np.int64)
+        samples = np.arange(
+            batch * self.micro_batch_size, (batch + 1) * self.micro_batch_size, dtype=np.int64
+        )
         if not self.infinite:
             samples = samples[samples < self.per_rank]
         epochs, within = np.divmod(samples, self.per_rank)
@@ -190,9 +197,15 @@ class TokenWindowLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a saved position; the stream must be the same one (else exact resume is impossible)."""
         mine = self.state_dict()
-        differ = [f"{k}: saved {state[k]} vs now {mine[k]}" for k in ("seed", "world_size", "micro_batch_size", "seq_len", "windows") if k in state and state[k] != mine[k]]
+        differ = [
+            f"{k}: saved {state[k]} vs now {mine[k]}"
+            for k in ("seed", "world_size", "micro_batch_size", "seq_len", "windows")
+            if k in state and state[k] != mine[k]
+        ]
         if differ:
-            raise DataError(f"{self.index.name}: cannot resume the data stream exactly, it changed ({'; '.join(differ)})")
+            raise DataError(
+                f"{self.index.name}: cannot resume the data stream exactly, it changed ({'; '.join(differ)})"
+            )
         self.position = int(state["position"])
 
 

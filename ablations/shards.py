@@ -56,7 +56,9 @@ class EncodedBatch:
 _worker: dict[str, Any] = {}
 
 
-def _init_encoder(tokenizer_json: str, bos: int | None, eos: int | None, val_fraction: float, dtype: str) -> None:
+def _init_encoder(
+    tokenizer_json: str, bos: int | None, eos: int | None, val_fraction: float, dtype: str
+) -> None:
     from tokenizers import Tokenizer
 
     backend = Tokenizer.from_str(tokenizer_json)
@@ -67,19 +69,16 @@ def _init_encoder(tokenizer_json: str, bos: int | None, eos: int | None, val_fra
 def _encode(texts: list[str]) -> EncodedBatch:
     """Tokenise a batch of documents (in a worker or in-process) and frame each one."""
     w = _worker
-    parts: dict[str, list[list[int]]] = {s: [] for s in SPLITS}
-    encodings = w["backend"].encode_batch_fast(texts, add_special_tokens=False)
-    for text, enc in zip(texts, encodings, strict=True):
-        ids = enc.ids
-        if w["bos"] is not None:
-            ids = [w["bos"], *ids]
-        if w["eos"] is not None:
-            ids.append(w["eos"])
-        parts["val" if is_validation(text, w["val_fraction"]) else "train"].append(ids)
-    return EncodedBatch(
-        tokens={s: np.fromiter((t for d in docs for t in d), dtype=w["dtype"]) for s, docs in parts.items()},
-        documents={s: len(docs) for s, docs in parts.items()},
-    )
+    bos, eos = [w["bos"]] if w["bos"] is not None else [], [w["eos"]] if w["eos"] is not None else []
+    flat: dict[str, list[int]] = {s: [] for s in SPLITS}
+    documents = dict.fromkeys(SPLITS, 0)
+    for text, enc in zip(texts, w["backend"].encode_batch_fast(texts, add_special_tokens=False), strict=True):
+        split = "val" if is_validation(text, w["val_fraction"]) else "train"
+        flat[split] += bos
+        flat[split] += enc.ids
+        flat[split] += eos
+        documents[split] += 1
+    return EncodedBatch({s: np.array(ids, dtype=w["dtype"]) for s, ids in flat.items()}, documents)
 
 
 def _batches(texts: Iterable[str]) -> Iterator[list[str]]:
@@ -112,7 +111,9 @@ def encode_corpus(
         return
     # fork is cheap; the workers use no threads of the parent. One Rust thread each: the processes are
     # the parallelism, and a forked Rayon pool would deadlock.
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    context = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    )
     saved = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
@@ -173,7 +174,11 @@ class _SplitWriter:
 
     def summary(self) -> dict[str, Any]:
         self._close()
-        return {"tokens": sum(s["tokens"] for s in self.shards), "documents": self.documents, "shards": self.shards}
+        return {
+            "tokens": sum(s["tokens"] for s in self.shards),
+            "documents": self.documents,
+            "shards": self.shards,
+        }
 
 
 def write_shards(
@@ -255,7 +260,9 @@ def prepare_shards(data_cfg: DataConfig, tok_cfg: TokenizerConfig, tokenizer: An
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     try:
-        batches = encode_corpus(iter_documents(data_cfg), tokenizer, tok_cfg, data_cfg.val_fraction, data_cfg.num_proc)
+        batches = encode_corpus(
+            iter_documents(data_cfg), tokenizer, tok_cfg, data_cfg.val_fraction, data_cfg.num_proc
+        )
         splits = write_shards(tmp, batches, data_cfg.shard_tokens, data_cfg.max_tokens, data_cfg.progress)
         if splits["train"]["tokens"] == 0:
             raise DataError(f"empty corpus: {_describe_source(data_cfg)} gave no training tokens")
@@ -317,7 +324,9 @@ def read_manifest(shard_dir: Path, verify_hashes: bool) -> dict[str, Any]:
                     f"= {expected} bytes (truncated or overwritten shard)"
                 )
             if verify_hashes and _file_hash(file) != shard["blake2b"]:
-                raise DataError(f"{file}: blake2b differs from the manifest's {shard['blake2b']} (corrupted shard)")
+                raise DataError(
+                    f"{file}: blake2b differs from the manifest's {shard['blake2b']} (corrupted shard)"
+                )
     return manifest
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +69,8 @@ def tokenizer_vocab_size(tokenizer: Any) -> int:
 def tokenizer_hash(tokenizer: Any) -> str:
     """A hash of the tokenizer's full definition (vocab, merges, normalisation, special tokens)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        text = backend.to_str()
-    else:  # a slow tokenizer: its vocabulary is its definition
-        text = json.dumps(sorted(tokenizer.get_vocab().items()))
+    # a slow tokenizer has no serialised definition: its vocabulary stands for it
+    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -208,13 +207,27 @@ def _load_hf_tokenizer(cfg: TokenizerConfig) -> Any:
 
 
 def _load_sentencepiece(cfg: TokenizerConfig) -> Any:
-    """A SentencePiece `.model` as a LLaMA tokenizer (BOS/EOS/unk from the model's own ids)."""
+    """A SentencePiece BPE `.model` (LLaMA's kind) as a LLaMA tokenizer, converted to the fast backend.
+
+    transformers converts from a directory holding `tokenizer.model`, so the file is copied into a cache
+    directory named by its hash first.
+    """
     from transformers import LlamaTokenizer
 
     path = Path(str(cfg.name_or_path)).expanduser()
     if not path.is_file():
         raise DataError(f"{path}: SentencePiece model not found (tokenizer.name_or_path)")
+    digest = hashlib.blake2b(path.read_bytes(), digest_size=8).hexdigest()
+    model_dir = Path(cfg.cache_dir).expanduser() / "sentencepiece" / digest
+    if not (model_dir / "tokenizer.model").is_file():
+        model_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, model_dir / "tokenizer.model")
     try:
-        return LlamaTokenizer(vocab_file=str(path), legacy=True, add_bos_token=cfg.add_bos, add_eos_token=cfg.add_eos)
+        tokenizer = LlamaTokenizer.from_pretrained(
+            str(model_dir), add_bos_token=cfg.add_bos, add_eos_token=cfg.add_eos, legacy=True
+        )
     except Exception as e:
         raise DataError(f"{path}: not a readable SentencePiece model: {type(e).__name__}: {e}") from e
+    if len(tokenizer) <= len(SPECIAL_TOKENS):
+        raise DataError(f"{path}: SentencePiece model converted to an empty vocabulary")
+    return tokenizer

@@ -17,8 +17,14 @@ from ablations.job import run_job
 from ablations.results import read_record
 
 # 8 windows of 64 tokens per step: fast on 2 cores, long enough to learn
-SMALL = ["train.micro_batch_size=8", "train.seq_len=64", "train.log_every_n_steps=1", "trainer.enable_progress_bar=false",
-         "data.progress=false", "logger=none"]
+SMALL = [
+    "train.micro_batch_size=8",
+    "train.seq_len=64",
+    "train.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "data.progress=false",
+    "logger=none",
+]
 
 
 def tokens_for(steps: int) -> str:
@@ -26,12 +32,24 @@ def tokens_for(steps: int) -> str:
 
 
 def losses(run_dir: Path) -> dict[int, float]:
-    return {row["step"]: row["train/loss"] for row in read_metrics(run_dir / "metrics.jsonl") if "train/loss" in row}
+    return {
+        row["step"]: row["train/loss"]
+        for row in read_metrics(run_dir / "metrics.jsonl")
+        if "train/loss" in row
+    }
 
 
 def test_smoke_training_lowers_the_loss_and_records_the_run(tmp_path: Path) -> None:
-    cfg = compose_config([*SMALL, tokens_for(60), "train.warmup_steps=5", "train.val_every_n_steps=30",
-                          "train.val_batches=4", "train.ckpt_every_n_steps=30"])
+    cfg = compose_config(
+        [
+            *SMALL,
+            tokens_for(60),
+            "train.warmup_steps=5",
+            "train.val_every_n_steps=30",
+            "train.val_batches=4",
+            "train.ckpt_every_n_steps=30",
+        ]
+    )
     record = run_job(cfg, tmp_path, name="tiny")
     assert record["status"] == "complete"
     saved = read_record(tmp_path)
@@ -49,8 +67,14 @@ def test_smoke_training_lowers_the_loss_and_records_the_run(tmp_path: Path) -> N
 
 
 def test_resume_from_a_mid_run_checkpoint_repeats_the_same_losses(tmp_path: Path) -> None:
-    common = [*SMALL, tokens_for(12), "train.warmup_steps=3", "train.val_every_n_steps=0",
-              "train.ckpt_every_n_steps=1", "train.keep_checkpoints=-1"]
+    common = [
+        *SMALL,
+        tokens_for(12),
+        "train.warmup_steps=3",
+        "train.val_every_n_steps=0",
+        "train.ckpt_every_n_steps=1",
+        "train.keep_checkpoints=-1",
+    ]
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     run_job(compose_config(common), full, name="full")
     # a job killed after step 5 leaves exactly this checkpoint behind as its last.ckpt
@@ -65,8 +89,18 @@ def test_resume_from_a_mid_run_checkpoint_repeats_the_same_losses(tmp_path: Path
 
 
 def test_diverging_loss_stops_the_job_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
-    cfg = compose_config([*SMALL, tokens_for(40), "train.lr=1e4", "train.warmup_steps=0", "train.grad_clip=0",
-                          "train.val_every_n_steps=0", "train.ckpt_every_n_steps=1", "train.keep_checkpoints=1"])
+    cfg = compose_config(
+        [
+            *SMALL,
+            tokens_for(40),
+            "train.lr=1e4",
+            "train.warmup_steps=0",
+            "train.grad_clip=0",
+            "train.val_every_n_steps=0",
+            "train.ckpt_every_n_steps=1",
+            "train.keep_checkpoints=1",
+        ]
+    )
     with pytest.raises(RuntimeError, match="non-finite gradient norm"):
         run_job(cfg, tmp_path, name="diverging")
     record = read_record(tmp_path)
@@ -92,8 +126,16 @@ def test_wandb_offline_run_is_written_and_finished(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    cfg = compose_config([*SMALL, tokens_for(3), "logger=wandb", "train.val_every_n_steps=0", "sweep=unit",
-                          "+axes.sharing_scheme=none"])
+    cfg = compose_config(
+        [
+            *SMALL,
+            tokens_for(3),
+            "logger=wandb",
+            "train.val_every_n_steps=0",
+            "sweep=unit",
+            "+axes.sharing_scheme=none",
+        ]
+    )
     run_job(cfg, tmp_path, name="wandb-run", sweep="unit", axes={"sharing_scheme": "none"})
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
