@@ -66,7 +66,10 @@ def _task_metrics(raw: dict[str, Any]) -> dict[str, float]:
 
 def _sample_line(sample: dict[str, Any], metric_names: list[str]) -> dict[str, Any]:
     line = {"doc_id": int(sample["doc_id"])}
-    line |= {name: sample[name] for name in metric_names if name in sample}
+    for name in metric_names:
+        value = sample.get(name)
+        # 0/1 accuracies as ints; perplexity parts (loglikelihood, weight) as they come
+        line[name] = int(value) if isinstance(value, float) and value in (0.0, 1.0) else value
     line["target"] = sample.get("target")
     line["resps"] = sample.get("filtered_resps")
     return line
@@ -199,4 +202,21 @@ def evaluate_checkpoint(
     extra = {"checkpoint": str(src.resolve()), "tokens_seen": tokens_seen(src)}
     record = build_record(model, section, cfg, extra)
     write_record(record, out)
+    return record
+
+
+def evaluate_stage(
+    job_cfg: DictConfig, out_dir: str | Path, model: MobileLLM | None = None, tokenizer: Any = None
+) -> dict[str, Any] | None:
+    """`run.py`'s eval stage: the trained (model, tokenizer) if given, else `eval.ckpt`; None when skipped."""
+    cfg = eval_config_from(job_cfg.eval)
+    if not cfg.tasks:
+        return None
+    if model is None:
+        if cfg.ckpt is None:
+            return None
+        return evaluate_checkpoint(cfg.ckpt, cfg, out_dir)
+    section = run_evaluation(model, tokenizer, cfg, out_dir)
+    record = build_record(model, section, cfg, {"job": OmegaConf.to_container(job_cfg, resolve=True)})
+    write_record(record, out_dir)
     return record
