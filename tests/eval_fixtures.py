@@ -63,7 +63,7 @@ def make_model(vocab_size: int, seed: int = 0, **overrides: object) -> MobileLLM
     fields.update(overrides)
     torch.manual_seed(seed)
     cfg = ModelConfig(**fields, init_std=0.1)  # type: ignore[arg-type]
-    return MobileLLM(cfg).eval()
+    return MobileLLM(cfg).eval().requires_grad_(False)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
