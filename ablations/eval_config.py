@@ -54,7 +54,11 @@ class EvalConfig:
         self.paper_avg_metric = dict(self.paper_avg_metric)
         if self.data_dir == "auto":
             self.data_dir = str(BESIDE_REPO_BENCHMARKS) if BESIDE_REPO_BENCHMARKS.is_dir() else None
-        problems = [f"unknown task {t!r} (known: {', '.join(KNOWN_TASKS)})" for t in self.tasks if t not in KNOWN_TASKS]
+        problems = [
+            f"unknown task {t!r} (known: {', '.join(KNOWN_TASKS)})"
+            for t in self.tasks
+            if t not in KNOWN_TASKS
+        ]
         if self.limit is not None and self.limit < 1:
             problems.append(f"limit must be >= 1 or null (got {self.limit})")
         if self.batch_size < 1:

@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "ckpt" not in own:
         raise SystemExit(__doc__)
     cfg = compose_config(overrides)
-    record = evaluate_checkpoint(own["ckpt"], eval_config_from(cfg.eval), own.get("out"), own.get("tokenizer"))
+    record = evaluate_checkpoint(
+        own["ckpt"], eval_config_from(cfg.eval), own.get("out"), own.get("tokenizer")
+    )
     print_results(record["eval"], f"{own['ckpt']}  ({RECORD_FILE} written)")
     return record
 

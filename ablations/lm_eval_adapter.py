@@ -118,7 +118,9 @@ class MobileLLMEvalLM(TemplateLM):
             return -len(toks), tuple(toks)
 
         # requests sharing context + continuation[:-1] (e.g. one-token answers) are scored once
-        ordered = Collator(requests, sort_fn=by_length, group_by="contexts", group_fn=lambda r: r[1] + r[2][:-1])
+        ordered = Collator(
+            requests, sort_fn=by_length, group_by="contexts", group_fn=lambda r: r[1] + r[2][:-1]
+        )
         results: list[tuple[float, bool]] = []
         progress = tqdm(total=len(requests), disable=disable_tqdm, desc="mobilellm loglikelihood")
         for chunk in ordered.get_batched(n=self.batch_size):
@@ -205,7 +207,8 @@ class MobileLLMEvalLM(TemplateLM):
         return text
 
 
-def adapter_for(model: MobileLLM, tokenizer: Any, batch_size: int = 16, device: str | None = None) -> MobileLLMEvalLM:
+def adapter_for(
+    model: MobileLLM, tokenizer: Any, batch_size: int = 16, device: str | None = None
+) -> MobileLLMEvalLM:
     """The lm-eval model object for an in-process (model, tokenizer) pair."""
     return MobileLLMEvalLM(model=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
-

@@ -62,7 +62,11 @@ def window_losses(model: MobileLLM, tokens: list[int], window: int, batch_size: 
 
 
 def wikitext2_perplexity(
-    model: MobileLLM, tokenizer: Any, data_dir: str | Path | None, window: int = 2048, limit: int | None = None
+    model: MobileLLM,
+    tokenizer: Any,
+    data_dir: str | Path | None,
+    window: int = 2048,
+    limit: int | None = None,
 ) -> dict[str, Any]:
     """{"ppl", "n_windows", "window", "tokens", "window_losses"}; `limit` caps the number of windows."""
     window = min(window, model.config.max_seq_len)

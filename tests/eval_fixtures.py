@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -11,6 +12,10 @@ from transformers import PreTrainedTokenizerFast
 
 from ablations.model import MobileLLM
 from ablations.model_config import ModelConfig
+
+# evaluation tests never reach the hub (no internet here; local data only)
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 BENCHMARKS = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
 SPECIALS = ["<unk>", "<s>", "</s>"]

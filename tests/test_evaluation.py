@@ -32,7 +32,9 @@ def test_presets_compose_into_eval_configs():
     assert none.tasks == [] and compose_config([]).eval.tasks == []  # default: no evaluation
     assert tuple(zero.tasks) == PAPER_ZERO_SHOT and zero.limit is None
     assert tuple(smoke.tasks) == PAPER_ZERO_SHOT and smoke.limit == 40
-    assert {"triviaqa_1shot", "triviaqa_5shot", "triviaqa_64shot", "race_middle", "race_high"} < set(full.tasks)
+    assert {"triviaqa_1shot", "triviaqa_5shot", "triviaqa_64shot", "race_middle", "race_high"} < set(
+        full.tasks
+    )
     assert {"wikitext", "wikitext2_mobilellm"} < set(full.tasks)
     assert set(zero.paper_avg_metric) == set(PAPER_ZERO_SHOT)
 
@@ -51,7 +53,14 @@ def test_task_config_includes_lm_eval_definition_and_overrides_only_data(tmp_pat
     ours = task_yaml("piqa", tmp_path, num_fewshot=0)
     assert ours["include"] == str(lm_eval_tasks_dir() / "piqa" / "piqa.yaml")
     original = load_yaml(ours["include"], resolve_func=False)
-    data_keys = {"dataset_path", "dataset_name", "dataset_kwargs", "training_split", "validation_split", "test_split"}
+    data_keys = {
+        "dataset_path",
+        "dataset_name",
+        "dataset_kwargs",
+        "training_split",
+        "validation_split",
+        "test_split",
+    }
     kept = {k: v for k, v in original.items() if k not in data_keys}
     assert all(ours.get(k, v) == v for k, v in kept.items() if k not in ("include", "task", "num_fewshot"))
     assert ours["dataset_path"] == "json" and ours["validation_split"] == "validation"
@@ -84,7 +93,9 @@ def test_real_rows_of_every_task(tmp_path, eval_model, eval_tokenizer):
     for task in PAPER_ZERO_SHOT:
         metrics = section["tasks"][task]
         assert 0.0 <= metrics["acc"] <= 1.0 and "acc_stderr" in metrics
-        lines = [json.loads(x) for x in (tmp_path / "eval_samples" / f"{task}.jsonl").read_text().splitlines()]
+        lines = [
+            json.loads(x) for x in (tmp_path / "eval_samples" / f"{task}.jsonl").read_text().splitlines()
+        ]
         assert [x["doc_id"] for x in lines] == [0, 1, 2]
         assert sum(x["acc"] for x in lines) / 3 == pytest.approx(metrics["acc"])
         assert all(x["acc"] in (0, 1) for x in lines)
@@ -145,6 +156,8 @@ def test_cli_writes_record_next_to_checkpoint(tmp_path, eval_model, eval_tokeniz
     assert on_disk["eval"]["tasks"]["piqa"] == record["eval"]["tasks"]["piqa"]
     assert on_disk["params"]["total"] == sum(p.numel() for p in eval_model.parameters())
     assert on_disk["flops_per_token"] > 0 and on_disk["versions"]["lm_eval"]
-    assert on_disk["config"]["eval"]["tasks"] == ["piqa"] and on_disk["eval"]["paper_avg_metric"] == {"piqa": "acc_norm"}
+    assert on_disk["config"]["eval"]["tasks"] == ["piqa"] and on_disk["eval"]["paper_avg_metric"] == {
+        "piqa": "acc_norm"
+    }
     assert len((ckpt / "eval_samples" / "piqa.jsonl").read_text().splitlines()) == 2
     assert not list(ckpt.glob(".*tmp*")) and not list(ckpt.glob(".eval_result*"))
