@@ -161,3 +161,41 @@ def test_cli_writes_record_next_to_checkpoint(tmp_path, eval_model, eval_tokeniz
     }
     assert len((ckpt / "eval_samples" / "piqa.jsonl").read_text().splitlines()) == 2
     assert not list(ckpt.glob(".*tmp*")) and not list(ckpt.glob(".eval_result*"))
+
+
+def test_registered_model_name_and_triviaqa_fewshot_generation(tmp_path, eval_model, eval_tokenizer):
+    """`simple_evaluate(model="mobilellm", model_args="path=...")` works, incl. generate_until with shots."""
+    import lm_eval
+
+    import ablations.lm_eval_adapter  # noqa: F401  (registers "mobilellm" with lm-eval)
+    from ablations.checkpoint import save_model_dir
+    from ablations.eval_tasks import task_manager, write_task_configs
+
+    trivia = [
+        {
+            "question": "Which planet is known as the red planet",
+            "answer": {"aliases": ["Mars"], "value": "Mars"},
+        },
+        {"question": "What is the capital of France", "answer": {"aliases": ["Paris"], "value": "Paris"}},
+    ]
+    write_jsonl(tmp_path / "data" / "triviaqa" / "validation.jsonl", trivia)
+    write_jsonl(tmp_path / "data" / "triviaqa" / "train.jsonl", trivia)
+    write_jsonl(tmp_path / "data" / "piqa" / "validation.jsonl", PIQA_ROWS)
+    ckpt = save_model_dir(eval_model, tmp_path / "ckpt", eval_tokenizer)
+    tasks = ["piqa", "triviaqa_1shot"]
+    config_dir = write_task_configs(tasks, tmp_path / "tasks", tmp_path / "data")
+    out = lm_eval.simple_evaluate(
+        model="mobilellm",
+        model_args=f"path={ckpt},max_gen_toks=8",
+        tasks=tasks,
+        task_manager=task_manager(config_dir),
+        bootstrap_iters=0,
+    )
+    assert out["configs"]["triviaqa_1shot"]["num_fewshot"] == 1
+    prompt = str(out["samples"]["triviaqa_1shot"][1]["arguments"])
+    assert prompt.count("Question:") == 2  # one shot from train.jsonl, then the question
+    assert 0.0 <= out["results"]["triviaqa_1shot"]["exact_match,remove_whitespace"] <= 1.0
+    section = run_evaluation(
+        eval_model, eval_tokenizer, EvalConfig(tasks=["piqa"], data_dir=str(tmp_path / "data")), tmp_path
+    )
+    assert out["results"]["piqa"]["acc,none"] == section["tasks"]["piqa"]["acc"]
