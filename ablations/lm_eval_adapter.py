@@ -178,7 +178,7 @@ class MobileLLMEvalLM(TemplateLM):
             context, gen_kwargs = req.args
             kwargs = dict(gen_kwargs)
             until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
-            max_new = int(kwargs.pop("max_gen_toks", self.max_gen_toks))
+            max_new = min(int(kwargs.pop("max_gen_toks", self.max_gen_toks)), self.max_length - 1)
             temperature = float(kwargs.pop("temperature", 0.0)) if kwargs.pop("do_sample", False) else 0.0
             prompt = self.tok_encode(context)[-(self.max_length - max_new) :]
             text = self._generate(prompt, max_new, until, temperature)
