@@ -170,6 +170,11 @@ class MobileLLM(nn.Module):
 
     def forward(self, tokens: Tensor, cache: KVCache | None = None) -> Tensor:
         """Logits [B, T, vocab] for tokens [B, T]; with a cache, tokens continue the cached prefix."""
+        return F.linear(self.hidden_states(tokens, cache), self.output_weight)
+
+    def hidden_states(self, tokens: Tensor, cache: KVCache | None = None) -> Tensor:
+        """The final-normed hidden states [B, T, dim]: the forward pass before the vocabulary projection
+        (scorers project only the positions they need)."""
         start = 0 if cache is None else cache.length
         if cache is not None and start + tokens.shape[1] > cache.capacity:
             raise ValueError(
@@ -182,7 +187,7 @@ class MobileLLM(nn.Module):
             x = self.blocks[index](x, cos, sin, cache, slot)
         if cache is not None:
             cache.length += tokens.shape[1]
-        return F.linear(self.norm(x), self.output_weight)
+        return self.norm(x)
 
     @torch.no_grad()
     def generate(

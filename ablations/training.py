@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ablations.budget import flops_per_token
 from ablations.callbacks import read_metrics
 from ablations.checkpoint import save_model_dir
+from ablations.eval_loading import load_lightning_ckpt
 from ablations.lit_module import LitMobileLLM
 from ablations.model import MobileLLM
 from ablations.model_config import ModelConfig
@@ -57,17 +57,6 @@ def build_datamodule(cfg: DictConfig, plan: TrainPlan, train_cfg: TrainConfig) -
         micro_batch_size=train_cfg.micro_batch_size,
         seed=cfg.get("seed", 0),
     )
-
-
-def model_from_lightning_checkpoint(path: str | Path) -> tuple[MobileLLM, dict[str, Any]]:
-    """The inner model of a LitMobileLLM checkpoint (keys `model.*`, config in hyper_parameters)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    model = MobileLLM(ModelConfig.from_dict(checkpoint["hyper_parameters"]["model_config"]))
-    state = {
-        k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")
-    }
-    model.load_state_dict(state, strict=True)
-    return model, checkpoint
 
 
 def summarize_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -117,7 +106,7 @@ def train(
     validation = trainer.validate(module, datamodule=datamodule, verbose=False)
     fields: dict[str, Any] = {}
     if trainer.is_global_zero:
-        model, checkpoint = model_from_lightning_checkpoint(run_dir / CKPT_DIR / "last.ckpt")
+        model, checkpoint = load_lightning_ckpt(run_dir / CKPT_DIR / "last.ckpt")
         save_model_dir(model, run_dir / MODEL_DIR, tokenizer=datamodule.tokenizer)
         summary = summarize_metrics(read_metrics(run_dir / METRICS_FILE))
         fields = {

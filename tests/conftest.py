@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from ablations.model_config import ModelConfig
+
+# tests never reach the hub (no internet here; local data only)
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO.parent / "shared" / "benchmarks"
@@ -46,6 +51,20 @@ def _seed() -> None:
 @pytest.fixture(autouse=True, scope="session")
 def _shared_data_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """One tokenizer/shard cache per test session (built once, reused by every training test)."""
-    import os
-
     os.environ.setdefault("ABLATIONS_CACHE", str(tmp_path_factory.mktemp("ablations_cache")))
+
+
+@pytest.fixture(scope="session")
+def eval_tokenizer():
+    """A real byte-level BPE tokenizer (PreTrainedTokenizerFast, BOS-prepending) for the evaluation tests."""
+    from tests.eval_fixtures import make_tokenizer
+
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def eval_model(eval_tokenizer):
+    """A tiny random SwiGLU MobileLLM over `eval_tokenizer`'s vocabulary."""
+    from tests.eval_fixtures import make_model
+
+    return make_model(len(eval_tokenizer))

@@ -1,0 +1,61 @@
+"""Evaluate a checkpoint on an eval preset:
+
+    python -m ablations.evaluate ckpt=PATH [eval=paper_zero_shot] [eval.limit=N] [eval.tasks=[piqa,boolq]]
+                                 [eval.data_dir=DIR|null] [out=DIR] [tokenizer=DIR]
+
+PATH is a native model directory, a Hugging Face LLaMA export or a Lightning `.ckpt`. The record goes to
+`<out>/eval_result.json` (default: the checkpoint's directory), per-sample outputs to `<out>/eval_samples/`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+OWN_KEYS = ("ckpt", "out", "tokenizer")
+
+
+def split_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """(our own key=value arguments, the Hydra overrides), with `eval=paper_zero_shot` unless one is given."""
+    own = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] in OWN_KEYS}
+    overrides = [a for a in argv if a.split("=", 1)[0] not in OWN_KEYS]
+    if not any(o.startswith("eval=") for o in overrides):
+        overrides.insert(0, "eval=paper_zero_shot")
+    return own, overrides
+
+
+def print_results(section: dict[str, Any], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("task", "metric", "value", "stderr"):
+        table.add_column(column, justify="left" if column in ("task", "metric") else "right")
+    for task, metrics in section["tasks"].items():
+        for name, value in metrics.items():
+            if name.endswith("_stderr") or not isinstance(value, float):
+                continue
+            stderr = metrics.get(f"{name}_stderr")
+            table.add_row(task, name, f"{value:.4f}", "" if stderr is None else f"{stderr:.4f}")
+    if section["paper_avg"] is not None:
+        table.add_row("paper_avg", "(see paper_avg_metric)", f"{section['paper_avg']:.4f}", "")
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from ablations.evaluation import RECORD_FILE, eval_config_from, evaluate_checkpoint
+    from ablations.hydra_config import compose_config
+
+    own, overrides = split_args(list(sys.argv[1:] if argv is None else argv))
+    if "ckpt" not in own:
+        raise SystemExit(__doc__)
+    cfg = compose_config(overrides)
+    record = evaluate_checkpoint(
+        own["ckpt"], eval_config_from(cfg.eval), own.get("out"), own.get("tokenizer")
+    )
+    print_results(record["eval"], f"{own['ckpt']}  ({RECORD_FILE} written)")
+    return record
+
+
+if __name__ == "__main__":
+    main()

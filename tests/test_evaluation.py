@@ -1,0 +1,201 @@
+"""Evaluation end to end: presets, offline task configs, records, per-sample files, checkpoint loading."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ablations.errors import ConfigError
+from ablations.eval_config import EvalConfig
+from ablations.eval_tasks import PAPER_ZERO_SHOT, TASKS, MissingTaskData, lm_eval_tasks_dir, task_yaml
+from ablations.evaluation import eval_config_from, run_evaluation
+from ablations.hydra_config import compose_config
+from tests.eval_fixtures import BENCHMARKS, write_jsonl
+
+needs_benchmarks = pytest.mark.skipif(not BENCHMARKS.is_dir(), reason=f"{BENCHMARKS} absent")
+
+PIQA_ROWS = [
+    {"goal": "To cut bread,", "sol1": "use a knife.", "sol2": "use a spoon.", "label": 0},
+    {"goal": "To dry hair,", "sol1": "use water.", "sol2": "use a towel.", "label": 1},
+]
+
+
+def test_presets_compose_into_eval_configs():
+    none, smoke, zero, full = (
+        eval_config_from(compose_config([f"eval={name}"]).eval)
+        for name in ("none", "smoke", "paper_zero_shot", "paper_full")
+    )
+    assert none.tasks == [] and compose_config([]).eval.tasks == []  # default: no evaluation
+    assert tuple(zero.tasks) == PAPER_ZERO_SHOT and zero.limit is None
+    assert tuple(smoke.tasks) == PAPER_ZERO_SHOT and smoke.limit == 40
+    assert {"triviaqa_1shot", "triviaqa_5shot", "triviaqa_64shot", "race_middle", "race_high"} < set(
+        full.tasks
+    )
+    assert {"wikitext", "wikitext2_mobilellm"} < set(full.tasks)
+    assert set(zero.paper_avg_metric) == set(PAPER_ZERO_SHOT)
+
+
+def test_bad_eval_config_names_every_problem():
+    with pytest.raises(ConfigError) as err:
+        EvalConfig(tasks=["piqa", "mmlu"], limit=0, paper_avg_metric={"piqa": "f1"}, data_dir=None)
+    text = str(err.value)
+    assert "mmlu" in text and "limit" in text and "f1" in text
+
+
+def test_task_config_includes_lm_eval_definition_and_overrides_only_data(tmp_path):
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    write_jsonl(tmp_path / "piqa" / "validation.jsonl", PIQA_ROWS)
+    ours = task_yaml("piqa", tmp_path, num_fewshot=0)
+    assert ours["include"] == str(lm_eval_tasks_dir() / "piqa" / "piqa.yaml")
+    original = load_yaml(ours["include"], resolve_func=False)
+    data_keys = {
+        "dataset_path",
+        "dataset_name",
+        "dataset_kwargs",
+        "training_split",
+        "validation_split",
+        "test_split",
+    }
+    kept = {k: v for k, v in original.items() if k not in data_keys}
+    assert all(ours.get(k, v) == v for k, v in kept.items() if k not in ("include", "task", "num_fewshot"))
+    assert ours["dataset_path"] == "json" and ours["validation_split"] == "validation"
+    assert ours["dataset_kwargs"]["data_files"] == {"validation": str(tmp_path / "piqa" / "validation.jsonl")}
+
+
+def test_every_task_includes_an_existing_lm_eval_yaml():
+    for spec in TASKS.values():
+        assert (lm_eval_tasks_dir() / spec.lm_eval_yaml).is_file(), spec.lm_eval_yaml
+
+
+def test_missing_local_data_names_task_and_file(tmp_path, eval_model, eval_tokenizer):
+    cfg = EvalConfig(tasks=["triviaqa_5shot"], data_dir=str(tmp_path), limit=1)
+    with pytest.raises(MissingTaskData, match=r"triviaqa_5shot.*triviaqa/validation\.jsonl"):
+        run_evaluation(eval_model, eval_tokenizer, cfg, tmp_path / "out")
+
+
+@needs_benchmarks
+def test_paper_full_on_shared_benchmarks_reports_missing_triviaqa(tmp_path, eval_model, eval_tokenizer):
+    cfg = eval_config_from(compose_config(["eval=paper_full", f"eval.data_dir={BENCHMARKS}"]).eval)
+    with pytest.raises(MissingTaskData, match=r"triviaqa_1shot.*triviaqa/validation\.jsonl"):
+        run_evaluation(eval_model, eval_tokenizer, cfg, tmp_path)
+
+
+@needs_benchmarks
+def test_real_rows_of_every_task(tmp_path, eval_model, eval_tokenizer):
+    tasks = [*PAPER_ZERO_SHOT, "wikitext", "wikitext2_mobilellm"]
+    cfg = EvalConfig(tasks=tasks, limit=3, data_dir=str(BENCHMARKS), batch_size=8)
+    section = run_evaluation(eval_model, eval_tokenizer, cfg, tmp_path)
+    for task in PAPER_ZERO_SHOT:
+        metrics = section["tasks"][task]
+        assert 0.0 <= metrics["acc"] <= 1.0 and "acc_stderr" in metrics
+        lines = [
+            json.loads(x) for x in (tmp_path / "eval_samples" / f"{task}.jsonl").read_text().splitlines()
+        ]
+        assert [x["doc_id"] for x in lines] == [0, 1, 2]
+        assert sum(x["acc"] for x in lines) / 3 == pytest.approx(metrics["acc"])
+        assert all(x["acc"] in (0, 1) for x in lines)
+    for task in ("arc_easy", "piqa", "hellaswag", "openbookqa", "arc_challenge"):
+        assert "acc_norm" in section["tasks"][task]
+    chosen = [section["tasks"][t][m] for t, m in cfg.paper_avg_metric.items()]
+    assert section["paper_avg"] == pytest.approx(sum(chosen) / 8)
+    assert section["tasks"]["wikitext"]["word_perplexity"] > 1
+    assert section["tasks"]["wikitext2_mobilellm"]["n_windows"] == 3
+    assert section["task_versions"]["boolq"] == 2.0 and section["lm_eval_version"]
+
+
+def test_wikitext2_protocol_equals_reference(tmp_path, eval_model, eval_tokenizer):
+    from ablations.wikitext_ppl import lines_from_pages, wikitext2_perplexity
+
+    pages = [" = Title = \n \n Some text here . \n \n", " = Other = \n \n More words , and more . \n \n"] * 20
+    write_jsonl(tmp_path / "wikitext" / "test.jsonl", [{"page": p} for p in pages])
+    assert lines_from_pages(pages[:1]) == [" = Title = \n", "", " Some text here . \n", ""]
+    result = wikitext2_perplexity(eval_model, eval_tokenizer, tmp_path, window=32)
+    text = "\n\n".join(lines_from_pages(pages))
+    tokens = [eval_tokenizer.bos_token_id, *eval_tokenizer.encode(text, add_special_tokens=False)]
+    n = len(tokens) // 32
+    losses = []
+    for w in range(n):
+        chunk = torch.tensor([tokens[w * 32 : (w + 1) * 32]])
+        logprobs = F.log_softmax(eval_model(chunk[:, :-1]).float(), dim=-1)
+        losses.append(-logprobs.gather(2, chunk[:, 1:, None]).mean().item())
+    assert result["n_windows"] == n and result["tokens"] == len(tokens)
+    assert result["ppl"] == pytest.approx(math.exp(sum(losses) / n), rel=1e-5)
+
+
+def test_lightning_ckpt_loads_same_model(tmp_path, eval_model, eval_tokenizer):
+    from ablations.eval_loading import load_for_eval, tokens_seen
+
+    ckpt = {
+        "state_dict": {f"model.{k}": v for k, v in eval_model.state_dict().items()},
+        "hyper_parameters": {"model_config": eval_model.config.to_dict()},
+        "tokens_seen": 12345,
+    }
+    torch.save(ckpt, tmp_path / "last.ckpt")
+    eval_tokenizer.save_pretrained(str(tmp_path))
+    model, tokenizer = load_for_eval(tmp_path / "last.ckpt")
+    tokens = torch.tensor([eval_tokenizer.encode("hello there")])
+    torch.testing.assert_close(model(tokens), eval_model(tokens))
+    assert tokenizer.encode("hello there") == eval_tokenizer.encode("hello there")
+    assert tokens_seen(tmp_path / "last.ckpt") == 12345
+
+
+def test_cli_writes_record_next_to_checkpoint(tmp_path, eval_model, eval_tokenizer):
+    from ablations.checkpoint import save_model_dir
+    from ablations.evaluate import main
+
+    data = tmp_path / "data"
+    write_jsonl(data / "piqa" / "validation.jsonl", PIQA_ROWS)
+    ckpt = save_model_dir(eval_model, tmp_path / "ckpt", eval_tokenizer)
+    record = main([f"ckpt={ckpt}", "eval=smoke", "eval.tasks=[piqa]", f"eval.data_dir={data}"])
+    on_disk = json.loads((ckpt / "eval_result.json").read_text())
+    assert on_disk["eval"]["tasks"]["piqa"] == record["eval"]["tasks"]["piqa"]
+    assert on_disk["params"]["total"] == sum(p.numel() for p in eval_model.parameters())
+    assert on_disk["flops_per_token"] > 0 and on_disk["versions"]["lm_eval"]
+    assert on_disk["config"]["eval"]["tasks"] == ["piqa"] and on_disk["eval"]["paper_avg_metric"] == {
+        "piqa": "acc_norm"
+    }
+    assert len((ckpt / "eval_samples" / "piqa.jsonl").read_text().splitlines()) == 2
+    assert not list(ckpt.glob(".*tmp*")) and not list(ckpt.glob(".eval_result*"))
+
+
+def test_registered_model_name_and_triviaqa_fewshot_generation(tmp_path, eval_model, eval_tokenizer):
+    """`simple_evaluate(model="mobilellm", model_args="path=...")` works, incl. generate_until with shots."""
+    import lm_eval
+
+    import ablations.lm_eval_adapter  # noqa: F401  (registers "mobilellm" with lm-eval)
+    from ablations.checkpoint import save_model_dir
+    from ablations.eval_tasks import task_manager, write_task_configs
+
+    trivia = [
+        {
+            "question": "Which planet is known as the red planet",
+            "answer": {"aliases": ["Mars"], "value": "Mars"},
+        },
+        {"question": "What is the capital of France", "answer": {"aliases": ["Paris"], "value": "Paris"}},
+    ]
+    write_jsonl(tmp_path / "data" / "triviaqa" / "validation.jsonl", trivia)
+    write_jsonl(tmp_path / "data" / "triviaqa" / "train.jsonl", trivia)
+    write_jsonl(tmp_path / "data" / "piqa" / "validation.jsonl", PIQA_ROWS)
+    ckpt = save_model_dir(eval_model, tmp_path / "ckpt", eval_tokenizer)
+    tasks = ["piqa", "triviaqa_1shot"]
+    config_dir = write_task_configs(tasks, tmp_path / "tasks", tmp_path / "data")
+    out = lm_eval.simple_evaluate(
+        model="mobilellm",
+        model_args=f"path={ckpt},max_gen_toks=8",
+        tasks=tasks,
+        task_manager=task_manager(config_dir),
+        bootstrap_iters=0,
+    )
+    assert out["configs"]["triviaqa_1shot"]["num_fewshot"] == 1
+    prompt = str(out["samples"]["triviaqa_1shot"][1]["arguments"])
+    assert prompt.count("Question:") == 2  # one shot from train.jsonl, then the question
+    assert 0.0 <= out["results"]["triviaqa_1shot"]["exact_match,remove_whitespace"] <= 1.0
+    section = run_evaluation(
+        eval_model, eval_tokenizer, EvalConfig(tasks=["piqa"], data_dir=str(tmp_path / "data")), tmp_path
+    )
+    assert out["results"]["piqa"]["acc,none"] == section["tasks"]["piqa"]["acc"]

@@ -1,0 +1,78 @@
+"""The adapter's numbers against hand computation on a toy model (no benchmark data needed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from lm_eval.api.instance import Instance
+
+from ablations.lm_eval_adapter import MobileLLMEvalLM
+
+
+def request(kind: str, *args: object) -> Instance:
+    return Instance(request_type=kind, doc={}, arguments=tuple(args), idx=0)
+
+
+def reference_logprob(model, tokenizer, context: str, continuation: str) -> float:
+    """log p(continuation | context) by hand: encode whole and context, split, one full forward."""
+    whole = tokenizer.encode(context + continuation)
+    n_context = len(tokenizer.encode(context))
+    logprobs = F.log_softmax(model(torch.tensor([whole[:-1]])).float(), dim=-1)[0]
+    return sum(float(logprobs[i - 1, whole[i]]) for i in range(n_context, len(whole)))
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_loglikelihood_equals_hand_computed(eval_model, eval_tokenizer, batch_size):
+    pairs = [
+        ("Question: Which gas do plants take in?\nAnswer:", " carbon dioxide"),
+        ("Question: Which gas do plants take in?\nAnswer:", " oxygen"),
+        ("The quick brown fox jum", "ps over the lazy dog"),  # a token may span the join
+        ("Answer: ", "yes"),  # trailing space moves to the continuation
+        ("x", " a much longer continuation than the others, to force padding"),
+    ]
+    lm = MobileLLMEvalLM(model=eval_model, tokenizer=eval_tokenizer, batch_size=batch_size)
+    results = lm.loglikelihood([request("loglikelihood", c, x) for c, x in pairs], disable_tqdm=True)
+    for (context, continuation), (logprob, _) in zip(pairs, results, strict=True):
+        ctx, cont = (context.rstrip(), context[len(context.rstrip()) :] + continuation)
+        assert logprob == pytest.approx(reference_logprob(eval_model, eval_tokenizer, ctx, cont), abs=1e-4)
+
+
+def test_is_greedy_flag(eval_model, eval_tokenizer):
+    lm = MobileLLMEvalLM(model=eval_model, tokenizer=eval_tokenizer)
+    prompt = eval_tokenizer.encode("Question: why")
+    greedy = eval_model.generate(torch.tensor([prompt]), 3)[0, len(prompt) :].tolist()
+    scores = lm._loglikelihood_tokens([(None, prompt, greedy), (None, prompt, [(greedy[0] + 1) % 600])])
+    assert [flag for _, flag in scores] == [True, False]
+
+
+def test_loglikelihood_rolling_equals_disjoint_windows(eval_model, eval_tokenizer):
+    text = "Robert Boulter is an English film, television and theatre actor. " * 6
+    max_len = 16
+    lm = MobileLLMEvalLM(model=eval_model, tokenizer=eval_tokenizer, max_length=max_len)
+    (total,) = lm.loglikelihood_rolling([request("loglikelihood_rolling", text)], disable_tqdm=True)
+    tokens = eval_tokenizer.encode(text)
+    seq = [eval_tokenizer.bos_token_id, *tokens]  # seq[j] predicts seq[j + 1] = tokens[j]
+    expected = 0.0
+    for start in range(0, len(tokens), max_len):  # each window predicts max_len new tokens
+        end = min(start + max_len, len(tokens))
+        first = max(0, end - max_len)
+        logprobs = F.log_softmax(eval_model(torch.tensor([seq[first:end]])).float(), dim=-1)[0]
+        expected += sum(float(logprobs[j - first, seq[j + 1]]) for j in range(start, end))
+    assert len(tokens) > 3 * max_len
+    assert total == pytest.approx(expected, abs=1e-3)
+
+
+def test_generate_until_matches_greedy_decoding(eval_model, eval_tokenizer):
+    lm = MobileLLMEvalLM(model=eval_model, tokenizer=eval_tokenizer)
+    context = "Question: Who wrote Hamlet?\nAnswer:"
+    prompt = torch.tensor([eval_tokenizer.encode(context)])
+    new = eval_model.generate(prompt, 12, use_cache=False)[0, prompt.shape[1] :].tolist()
+    eos = eval_tokenizer.eos_token_id
+    new = new[: new.index(eos)] if eos in new else new
+    reference = eval_tokenizer.decode(new, skip_special_tokens=True)
+    stop = reference[len(reference) // 2 : len(reference) // 2 + 1] or "\n"
+    (text,) = lm.generate_until(
+        [request("generate_until", context, {"until": [stop], "max_gen_toks": 12})], disable_tqdm=True
+    )
+    assert text == reference.split(stop)[0]
