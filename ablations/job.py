@@ -37,9 +37,16 @@ def train_config_from(cfg: DictConfig) -> TrainConfig:
 
 
 def validate(cfg: DictConfig) -> tuple[ModelConfig, TrainConfig]:
-    """Every config rule, before anything is built (raises ConfigError naming the broken rules)."""
+    """Every config rule of every group, before anything is built (ConfigError names the broken rules)."""
+    from ablations.data_config import DataConfig, TokenizerConfig
+    from ablations.evaluation import eval_config_from
+
     model_cfg, train_cfg = model_config_from(cfg), train_config_from(cfg)
     plan_training(train_cfg, world_size=1, model_max_seq_len=model_cfg.max_seq_len)  # seq_len rules
+    DataConfig.from_dict(cfg.data)
+    TokenizerConfig.from_dict(cfg.tokenizer)
+    if cfg.get("eval") is not None:
+        eval_config_from(cfg.eval)
     return model_cfg, train_cfg
 
 

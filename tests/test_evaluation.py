@@ -29,7 +29,7 @@ def test_presets_compose_into_eval_configs():
         eval_config_from(compose_config([f"eval={name}"]).eval)
         for name in ("none", "smoke", "paper_zero_shot", "paper_full")
     )
-    assert none.tasks == [] and compose_config([]).eval.tasks == []  # default: no evaluation
+    assert none.tasks == [] and compose_config([]).eval.tasks == smoke.tasks  # default: the smoke suite
     assert tuple(zero.tasks) == PAPER_ZERO_SHOT and zero.limit is None
     assert tuple(smoke.tasks) == PAPER_ZERO_SHOT and smoke.limit == 40
     assert {"triviaqa_1shot", "triviaqa_5shot", "triviaqa_64shot", "race_middle", "race_high"} < set(

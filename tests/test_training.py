@@ -24,6 +24,7 @@ SMALL = [
     "trainer.enable_progress_bar=false",
     "data.progress=false",
     "logger=none",
+    "eval=none",
 ]
 
 
@@ -48,6 +49,9 @@ def test_smoke_training_lowers_the_loss_and_records_the_run(tmp_path: Path) -> N
             "train.val_every_n_steps=30",
             "train.val_batches=4",
             "train.ckpt_every_n_steps=30",
+            "eval=smoke",
+            "eval.limit=4",
+            "eval.tasks=[arc_easy,piqa]",
         ]
     )
     record = run_job(cfg, tmp_path, name="tiny")
@@ -64,6 +68,9 @@ def test_smoke_training_lowers_the_loss_and_records_the_run(tmp_path: Path) -> N
     assert saved["train"]["tokens_per_s"] > 0
     assert saved["data"]["tokenizer"] and (tmp_path / "model" / "tokenizer.json").is_file()
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    # the eval stage scored the trained model: per-task metrics, the average, per-sample outputs
+    assert set(saved["eval"]["tasks"]) == {"arc_easy", "piqa"} and 0 <= saved["eval"]["paper_avg"] <= 1
+    assert len((tmp_path / "eval_samples" / "piqa.jsonl").read_text().splitlines()) == 4
 
 
 def test_resume_from_a_mid_run_checkpoint_repeats_the_same_losses(tmp_path: Path) -> None:
