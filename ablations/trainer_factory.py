@@ -71,6 +71,10 @@ def build_trainer(
             mode="max",
             auto_insert_metric_name=False,
         )
+    for key, node in (
+        cfg.get("callbacks") or {}
+    ).items():  # user callbacks: `+callbacks.NAME={_target_: ...}`
+        callbacks[key] = instantiate(node)
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks["progress"] = TokenProgressBar(throughput)
     accumulate = train_cfg.grad_accum_steps

@@ -1,0 +1,68 @@
+"""SIGTERM (SLURM pre-emption) mid-run: last.ckpt is saved, the record says interrupted, a re-run resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def test_sigterm_saves_and_the_same_command_resumes(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable, "run.py", f"hydra.run.dir={run_dir}", "train.micro_batch_size=4", "train.seq_len=32",
+        f"train.tokens={300 * 4 * 32}", "train.log_every_n_steps=1", "train.val_every_n_steps=0",
+        "train.ckpt_every_n_steps=1000", "trainer.enable_progress_bar=false", "data.progress=false",
+        "logger=none", "eval=none",
+    ]  # fmt: skip
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    job = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 10):
+        time.sleep(0.2)
+    assert job.poll() is None, job.communicate()[0][-3000:]
+    job.send_signal(signal.SIGTERM)
+    output = job.communicate(timeout=120)[0]
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["status"] == "interrupted", output[-3000:]
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    stopped_at = max(json.loads(line)["step"] for line in metrics.read_text().splitlines())
+    assert stopped_at < 299
+
+    resumed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["status"] == "complete" and record["train"]["steps"] == 300
+    assert record["tokens_seen"] == 300 * 4 * 32
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines() if "train/loss" in line]
+    assert steps == sorted(set(steps)) and steps[-1] == 299  # resumed after the saved step, nothing repeated
+
+
+def test_a_failing_variant_is_recorded_and_the_multirun_goes_on(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    command = [
+        sys.executable, "run.py", "-m", f"hydra.sweep.dir={sweep_dir}", "model.n_kv_heads=3,2",
+        "train.lr=1e4,3e-3", "train.grad_clip=0", "train.warmup_steps=0", "train.micro_batch_size=4",
+        "train.seq_len=32", f"train.tokens={8 * 4 * 32}", "train.val_every_n_steps=0",
+        "trainer.enable_progress_bar=false", "data.progress=false", "logger=none", "eval=none",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = {
+        (r["config"]["model"]["n_kv_heads"], r["config"]["train"]["lr"]): r
+        for r in (json.loads(p.read_text()) for p in sweep_dir.glob("*/result.json"))
+    }
+    assert len(records) == 4  # every variant ran and left a record
+    assert records[(3, 1e4)]["status"] == records[(3, 3e-3)]["status"] == "failed"  # invalid architecture
+    assert "n_kv_heads (3)" in records[(3, 3e-3)]["error"]
+    assert records[(2, 1e4)]["status"] == "diverged"
+    assert records[(2, 3e-3)]["status"] == "complete"
