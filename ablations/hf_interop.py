@@ -21,18 +21,26 @@ from safetensors.torch import load_file, save_file
 from ablations.model import MobileLLM
 from ablations.model_config import ModelConfig
 
-# our parameter name inside a block → the HF name inside `model.layers.{i}`
-BLOCK_NAMES: dict[str, str] = {
-    "attn_norm.weight": "input_layernorm.weight",
-    "attn.q_proj.weight": "self_attn.q_proj.weight",
-    "attn.k_proj.weight": "self_attn.k_proj.weight",
-    "attn.v_proj.weight": "self_attn.v_proj.weight",
-    "attn.o_proj.weight": "self_attn.o_proj.weight",
-    "ffn_norm.weight": "post_attention_layernorm.weight",
-    "ffn.gate_proj.weight": "mlp.gate_proj.weight",
-    "ffn.up_proj.weight": "mlp.up_proj.weight",
-    "ffn.down_proj.weight": "mlp.down_proj.weight",
+# our parameter name inside a block → the HF names inside `model.layers.{i}` whose rows it stacks
+BLOCK_NAMES: dict[str, tuple[str, ...]] = {
+    "attn_norm.weight": ("input_layernorm.weight",),
+    "attn.qkv_proj.weight": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+    "attn.o_proj.weight": ("self_attn.o_proj.weight",),
+    "ffn_norm.weight": ("post_attention_layernorm.weight",),
+    "ffn.up_proj.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
+    "ffn.down_proj.weight": ("mlp.down_proj.weight",),
 }
+
+
+def _row_split(cfg: ModelConfig, ours: str) -> list[int]:
+    """Row counts of the HF matrices stacked in one of our fused matrices."""
+    if ours == "attn.qkv_proj.weight":
+        return [cfg.q_dim, cfg.kv_dim, cfg.kv_dim]
+    if ours == "ffn.up_proj.weight":
+        return [cfg.ffn_hidden, cfg.ffn_hidden]  # type: ignore[list-item]
+    return [-1]
+
+
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer.model",
@@ -99,7 +107,10 @@ def export_llama(
     tensors: dict[str, torch.Tensor] = {"model.embed_tokens.weight": state["embed_tokens.weight"]}
     for layer, block in enumerate(cfg.block_schedule):
         for ours, theirs in BLOCK_NAMES.items():
-            tensors[f"model.layers.{layer}.{theirs}"] = state[f"blocks.{block}.{ours}"]
+            value = state[f"blocks.{block}.{ours}"]
+            parts = value.split(_row_split(cfg, ours)) if len(theirs) > 1 else (value,)
+            for name, part in zip(theirs, parts, strict=True):
+                tensors[f"model.layers.{layer}.{name}"] = part
     tensors["model.norm.weight"] = state["norm.weight"]
     if not cfg.share_embeddings:
         tensors["lm_head.weight"] = state["lm_head.weight"]
@@ -194,10 +205,10 @@ def import_llama(src_dir: str | Path) -> MobileLLM:
         state["lm_head.weight"] = tensors.get("lm_head.weight", tensors["model.embed_tokens.weight"])
     for layer, block in enumerate(schedule):
         for ours, theirs in BLOCK_NAMES.items():
-            value = tensors[f"model.layers.{layer}.{theirs}"]
+            value = torch.cat([tensors[f"model.layers.{layer}.{name}"] for name in theirs])
             key = f"blocks.{block}.{ours}"
             if key in state and not torch.equal(state[key], value):
-                raise ConversionError(f"layer {layer} should repeat block {block} but its {theirs} differs")
+                raise ConversionError(f"layer {layer} should repeat block {block} but its {theirs} differ")
             state[key] = value
     with torch.device("meta"):
         model = MobileLLM(cfg)

@@ -84,16 +84,17 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.dim, cfg.q_dim, bias=False)
-        self.k_proj = nn.Linear(cfg.dim, cfg.kv_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.dim, cfg.kv_dim, bias=False)
+        self.split = (cfg.q_dim, cfg.kv_dim, cfg.kv_dim)
+        # q, k and v in one matrix (rows in that order): one larger matmul instead of three narrow ones
+        self.qkv_proj = nn.Linear(cfg.dim, sum(self.split), bias=False)
         self.o_proj = nn.Linear(cfg.q_dim, cfg.dim, bias=False)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None, slot: int) -> Tensor:
         batch, seq, _ = x.shape
-        q = self.q_proj(x).view(batch, seq, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k, v = self.qkv_proj(x).split(self.split, dim=-1)
+        q = q.view(batch, seq, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         past = 0
         if cache is not None:
@@ -114,20 +115,22 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """`relu`/`gelu`: down(act(up(x))); `swiglu`: down(silu(gate(x)) · up(x))."""
+    """`relu`/`gelu`: down(act(up(x))); `swiglu`: down(silu(gate(x)) · up(x)).
+
+    For SwiGLU, `up_proj` holds the gate rows then the up rows (one matmul); HF's gate_proj/up_proj are its halves.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.gated = cfg.ffn_type == "swiglu"
         self.act = {"relu": F.relu, "gelu": F.gelu, "swiglu": F.silu}[cfg.ffn_type]
-        if self.gated:
-            self.gate_proj = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
-        self.up_proj = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
+        self.up_proj = nn.Linear(cfg.dim, (2 if self.gated else 1) * cfg.ffn_hidden, bias=False)
         self.down_proj = nn.Linear(cfg.ffn_hidden, cfg.dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.gated:
-            return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+            gate, up = self.up_proj(x).chunk(2, dim=-1)
+            return self.down_proj(self.act(gate) * up)
         return self.down_proj(self.act(self.up_proj(x)))
 
 

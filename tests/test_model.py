@@ -51,7 +51,7 @@ def test_shared_blocks_are_stored_once_and_applied_along_the_schedule() -> None:
 def test_sharing_gives_a_shared_block_the_gradient_of_both_applications() -> None:
     model = MobileLLM(small_config(n_layers=1, sharing_scheme="immediate", sharing_repeats=2))
     model(torch.randint(0, 101, (1, 6))).sum().backward()
-    assert model.blocks[0].attn.q_proj.weight.grad.abs().sum() > 0
+    assert model.blocks[0].attn.qkv_proj.weight.grad.abs().sum() > 0
 
 
 def test_tied_model_has_no_output_matrix() -> None:
