@@ -18,3 +18,8 @@ lint:  ## ruff check + format check
 format:  ## apply ruff fixes and formatting
 	$(PYTHON) -m ruff check --fix .
 	$(PYTHON) -m ruff format .
+
+bench:  ## throughput benchmarks (ratios against references measured in the same run)
+	$(PYTHON) bench/data.py
+	$(PYTHON) bench/train.py
+	$(PYTHON) bench/eval.py
