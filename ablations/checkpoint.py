@@ -10,13 +10,13 @@ Training, evaluation and export all meet at this format; `hf_interop` converts i
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from ablations.atomic import atomic_write
 from ablations.model import MobileLLM
 from ablations.model_config import ModelConfig
 
@@ -29,9 +29,9 @@ def save_model_dir(model: MobileLLM, out_dir: str | Path, tokenizer: Any = None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic(out / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    atomic_write(out / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
     text = json.dumps(model.config.to_dict(), indent=2) + "\n"
-    _atomic(out / CONFIG_FILE, lambda p: p.write_text(text))
+    atomic_write(out / CONFIG_FILE, lambda p: p.write_text(text))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
     return out
@@ -48,10 +48,3 @@ def load_model_dir(src_dir: str | Path, device: str | torch.device = "cpu") -> M
         model = MobileLLM(cfg)
     model.load_state_dict(load_file(str(src / WEIGHTS_FILE), device=str(device)), strict=True, assign=True)
     return model
-
-
-def _atomic(path: Path, write: Any) -> None:
-    """Write to a temporary sibling then rename, so a reader never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)

@@ -19,6 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ablations.atomic import atomic_write_text
 from ablations.eval_config import EvalConfig
 from ablations.eval_tasks import WIKITEXT_MOBILELLM, task_manager, write_task_configs
 from ablations.model import MobileLLM
@@ -77,15 +78,7 @@ def _sample_line(sample: dict[str, Any], metric_names: list[str]) -> dict[str, A
 
 def _write_jsonl(path: Path, lines: list[dict[str, Any]]) -> None:
     text = "".join(json.dumps(line, default=str) + "\n" for line in lines)
-    _atomic_write(path, text)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def run_lm_eval(model: MobileLLM, tokenizer: Any, cfg: EvalConfig, tasks: list[str], work_dir: Path) -> dict:
@@ -181,7 +174,7 @@ def _installed(dist: str) -> bool:
 def write_record(record: dict[str, Any], out_dir: str | Path) -> Path:
     """`<out_dir>/eval_result.json`, written atomically."""
     path = Path(out_dir) / RECORD_FILE
-    _atomic_write(path, json.dumps(record, indent=2, default=str) + "\n")
+    atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
     return path
 
 

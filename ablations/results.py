@@ -10,11 +10,12 @@ Schema (version 1; `analysis/` reads these):
 from __future__ import annotations
 
 import json
-import os
 import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from ablations.atomic import atomic_write_text
 
 SCHEMA_VERSION = 1
 RECORD_FILE = "result.json"
@@ -41,11 +42,8 @@ def write_record(run_dir: str | Path, record: dict[str, Any]) -> Path:
     """Write `record` to run_dir/result.json via a temporary file and an atomic rename."""
     if record.get("status") not in STATUSES:
         raise ValueError(f"result status must be one of {STATUSES} (got {record.get('status')!r})")
-    path = Path(run_dir) / RECORD_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{RECORD_FILE}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"schema": SCHEMA_VERSION, **record}, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps({"schema": SCHEMA_VERSION, **record}, indent=2, default=str) + "\n"
+    path = atomic_write_text(Path(run_dir) / RECORD_FILE, text)
     return path
 
 

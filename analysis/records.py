@@ -23,17 +23,13 @@ from typing import Any
 
 import pandas as pd
 
-RESULT_FILE = "result.json"
-TASKS: tuple[str, ...] = (
-    "arc_easy",
-    "arc_challenge",
-    "boolq",
-    "piqa",
-    "social_iqa",
-    "hellaswag",
-    "openbookqa",
-    "winogrande",
-)
+from ablations.eval_config import DEFAULT_PAPER_AVG_METRIC
+from ablations.eval_tasks import PAPER_ZERO_SHOT
+from ablations.results import RECORD_FILE
+from ablations.results import STATUSES as RECORD_STATUSES
+
+RESULT_FILE = RECORD_FILE
+TASKS: tuple[str, ...] = PAPER_ZERO_SHOT
 """The paper's eight zero-shot tasks (lm-eval names), in the paper's column order."""
 TASK_LABELS: dict[str, str] = {
     "arc_easy": "ARC-e",
@@ -45,19 +41,10 @@ TASK_LABELS: dict[str, str] = {
     "openbookqa": "OBQA",
     "winogrande": "WG",
 }
-DEFAULT_PAPER_METRIC: dict[str, str] = {
-    "arc_easy": "acc_norm",
-    "arc_challenge": "acc_norm",
-    "boolq": "acc",
-    "piqa": "acc_norm",
-    "social_iqa": "acc",
-    "hellaswag": "acc_norm",
-    "openbookqa": "acc_norm",
-    "winogrande": "acc",
-}
+DEFAULT_PAPER_METRIC: dict[str, str] = DEFAULT_PAPER_AVG_METRIC
 """Metric per task when a record does not name one (`eval.paper_avg_metric`). The paper does not say
 acc or acc_norm; these are lm-eval's usual choices (length-normalised where answers differ in length)."""
-STATUSES: tuple[str, ...] = ("complete", "failed", "diverged", "running")
+STATUSES: tuple[str, ...] = RECORD_STATUSES
 
 
 def find_result_files(sources: Iterable[str | Path]) -> list[Path]:
