@@ -26,7 +26,8 @@ class AblationsOptunaSweeperConf:
     n_trials: int = 20
     """Launched trials the study should hold (a resumed study counts its earlier ones; infeasible ones don't count)."""
     n_jobs: int = 1
-    """Trials asked and launched per batch (a parallel launcher, e.g. SLURM, runs a batch at once)."""
+    """Trials asked per batch; the feasible ones are launched together (a parallel launcher, e.g. SLURM,
+    runs a batch at once). The last batch may take the study up to n_jobs - 1 trials past n_trials."""
     max_params: Any = None
     """Hard budget in total parameters: a trial over it is pruned before launch (never trained)."""
     min_params: Any = None

@@ -82,10 +82,18 @@ def build_sampler(
         choices = {k: list(d.choices) for k, d in space.items() if hasattr(d, "choices")}
         if len(choices) != len(space):
             raise ValueError("sampler=grid needs a space of choice(...) parameters only")
-        return optuna.samplers.GridSampler(choices, seed=seed)
+        return _AskTellGridSampler(choices, seed=seed)
     if name not in samplers:
         raise ValueError(f"hydra.sweeper.sampler must be one of {['auto', 'grid', *samplers]} (got {name!r})")
     return samplers[name](seed=seed)
+
+
+class _AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler without its `study.stop()` once the grid is covered: that call only works inside
+    `study.optimize`; this sweeper stops at n_trials."""
+
+    def after_trial(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
 
 class AblationsOptunaSweeper(Sweeper):
@@ -116,13 +124,16 @@ class AblationsOptunaSweeper(Sweeper):
         configured = parser.parse_overrides([f"{k}={v}" for k, v in self.conf.params.items()])
         given = parser.parse_overrides(arguments)
         space = {o.get_key_element(): distribution_of(o) for o in configured}
-        fixed = []
-        for override in given:
+        fixed: dict[str, str] = {}
+        for override in given:  # the command line wins; for a key given twice, the last one
+            key = override.get_key_element()
             if override.is_sweep_override():
-                space[override.get_key_element()] = distribution_of(override)
-            else:
-                fixed.append(override.input_line)
-        return fixed, space
+                space[key] = distribution_of(override)
+                fixed.pop(key, None)
+            else:  # a value given on the command line is fixed, even for a key the config searches
+                space.pop(key, None)
+                fixed[key] = override.input_line
+        return list(fixed.values()), space
 
     def sweep(self, arguments: list[str]) -> None:
         fixed, space = self.search_space(arguments)
@@ -138,9 +149,9 @@ class AblationsOptunaSweeper(Sweeper):
             study.enqueue_trial(OmegaConf.to_container(params, resolve=True), skip_if_exists=True)
         log.info("study %s in %s: %d trials so far", study.study_name, storage, len(study.trials))
         asked = 0
-        while (launched := _launched(study)) < self.conf.n_trials and asked < 20 * self.conf.n_trials:
+        while _launched(study) < self.conf.n_trials and asked < 20 * self.conf.n_trials:
             batch: list[tuple[optuna.trial.Trial, list[str]]] = []
-            for _ in range(min(self.conf.n_jobs, self.conf.n_trials - launched)):
+            for _ in range(self.conf.n_jobs):  # asked together; the feasible ones are launched together
                 trial = study.ask(space)
                 asked += 1
                 overrides = self.trial_overrides(fixed, trial, study.study_name, storage)
