@@ -30,12 +30,16 @@ def main(cfg: DictConfig) -> float | None:
     from ablations.errors import ConfigError
     from ablations.job import check_launch, run_job
     from ablations.results import is_complete, read_record
-    from ablations.sweep import apply_solve, skip_reason
+    from ablations.sweep import apply_solve, skip_reason, variant_dir
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    name = cfg.get("name") or hydra_cfg.runtime.choices.get("model", "model")
+    axes = dict(cfg.get("axes") or {})
+    # a sweep's variant is named by its axis values (analysis groups records, seeds pooled, by name)
+    name = cfg.get("name") or (
+        variant_dir(axes, "") if axes else hydra_cfg.runtime.choices.get("model", "model")
+    )
     reason = skip_reason(cfg)
     if reason is not None:  # declared by the sweep: logged, never trained, never recorded as a failure
         log.warning("skipping variant %s: %s", dict(cfg.get("axes") or {}), reason)
@@ -46,7 +50,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         apply_solve(cfg)  # solved widths (compose_config applies the same)
         check_launch(cfg, multirun)
-        record = run_job(cfg, run_dir, name, cfg.get("sweep"), dict(cfg.get("axes") or {}))
+        record = run_job(cfg, run_dir, name, cfg.get("sweep"), axes)
     except ConfigError as error:
         log.error("%s", error)
         if multirun:

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +25,8 @@ MAX_PARAMS = 1_000_000  # sweeps/search/budget_125m.yaml at scale=smoke
 
 
 def search(tmp_path: Path, storage: str | None, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     args = [
         "+search=budget_125m",
         "scale=smoke",
@@ -158,11 +160,13 @@ def postgres_url(tmp_path: Path):
         pytest.skip("PostgreSQL binaries (/usr/lib/postgresql/*/bin) or a psycopg driver are not installed")
     if os.geteuid() == 0 and shutil.which("runuser") is None:
         pytest.skip("postgres refuses to run as root and runuser is missing")
-    data = tmp_path / "pgdata"
+    # postgres refuses root: run as root, it runs as the unprivileged `nobody` from a world-readable dir
+    server_dir = Path(tempfile.mkdtemp(prefix="optuna-pg-"))
     as_user: list[str] = []
-    if os.geteuid() == 0:  # postgres refuses root: run it as the unprivileged `nobody`
-        os.chmod(tmp_path, 0o777)
+    if os.geteuid() == 0:
+        os.chmod(server_dir, 0o777)
         as_user = ["runuser", "-u", "nobody", "--"]
+    data = server_dir / "pgdata"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -178,10 +182,10 @@ def postgres_url(tmp_path: Path):
             "-D",
             str(data),
             "-l",
-            str(tmp_path / "pg.log"),
+            str(server_dir / "pg.log"),
             "-w",
             "-o",
-            f"-p {port} -k {tmp_path} -h 127.0.0.1",
+            f"-p {port} -k {server_dir} -h 127.0.0.1",
             "start",
         ],
         check=True,
@@ -190,7 +194,7 @@ def postgres_url(tmp_path: Path):
     try:
         deadline = time.time() + 30
         while subprocess.run([str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)]).returncode:
-            assert time.time() < deadline, (tmp_path / "pg.log").read_text()
+            assert time.time() < deadline, (server_dir / "pg.log").read_text()
             time.sleep(0.2)
         yield f"{dialect}://optuna@127.0.0.1:{port}/postgres"
     finally:

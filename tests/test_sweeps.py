@@ -161,7 +161,8 @@ def test_slurm_launcher_composes_one_task_per_gpu() -> None:
 
 
 def run_multirun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
         [sys.executable, str(REPO / "run.py"), "-m", *args],
         cwd=cwd,
@@ -194,6 +195,7 @@ def test_smoke_sweep_runs_records_a_failure_and_a_rerun_skips_complete_variants(
         "sharing_scheme": "immediate",
         "sharing_repeats": 2,
     }
+    assert done["name"] == "budget=125M,sharing_repeats=2,sharing_scheme=immediate"  # one variant per name
     assert done["config"]["model"]["sharing_repeats"] == 2 and done["train"]["val_loss"] > 0
     stamps = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/result.json")}
 
