@@ -3,6 +3,8 @@
 python run.py                                    # tiny model, embedded corpus, CPU, a few minutes
 python run.py model=mobilellm_125m trainer=gpu train=paper_exploration
 python run.py -m model.sharing_scheme=immediate,repeat_all_over,reverse model.sharing_repeats=2
+python run.py -m +sweep=layer_sharing scale=smoke          # a paper ablation (sweeps/sweep/), at CPU size
+python run.py -m +search=budget_125m                       # Optuna architecture search (sweeps/search/)
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from ablations.sweep import register_resolvers
+
 log = logging.getLogger("run")
+register_resolvers()  # before Hydra resolves hydra.sweep.dir/subdir
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -24,14 +29,28 @@ def main(cfg: DictConfig) -> float | None:
 
     from ablations.errors import ConfigError
     from ablations.job import check_launch, run_job
+    from ablations.results import is_complete, read_record
+    from ablations.sweep import apply_solve, skip_reason, variant_dir
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    name = cfg.get("name") or hydra_cfg.runtime.choices.get("model", "model")
+    axes = dict(cfg.get("axes") or {})
+    # a sweep's variant is named by its axis values (analysis groups records, seeds pooled, by name)
+    name = cfg.get("name") or (
+        variant_dir(axes, "") if axes else hydra_cfg.runtime.choices.get("model", "model")
+    )
+    reason = skip_reason(cfg)
+    if reason is not None:  # declared by the sweep: logged, never trained, never recorded as a failure
+        log.warning("skipping variant %s: %s", dict(cfg.get("axes") or {}), reason)
+        return None
+    if multirun and is_complete(run_dir):  # a re-run of a sweep: this variant is already done
+        log.info("skipping %s: its result record is complete", run_dir)
+        return ((read_record(run_dir) or {}).get("train") or {}).get("val_loss")
     try:
+        apply_solve(cfg)  # solved widths (compose_config applies the same)
         check_launch(cfg, multirun)
-        record = run_job(cfg, run_dir, name, cfg.get("sweep"), dict(cfg.get("axes") or {}))
+        record = run_job(cfg, run_dir, name, cfg.get("sweep"), axes)
     except ConfigError as error:
         log.error("%s", error)
         if multirun:

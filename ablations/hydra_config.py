@@ -19,8 +19,12 @@ def compose_config(overrides: list[str] | None = None, config_name: str = "confi
         raise FileNotFoundError(
             f"config tree not found at {CONF_DIR}: install the project with `pip install -e .`"
         )
+    from ablations.sweep import apply_solve, register_resolvers
+
+    register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=config_name, overrides=overrides or [], return_hydra_config=True)
+        cfg = compose(config_name=config_name, overrides=overrides or [], return_hydra_config=True)
+    return apply_solve(cfg)  # solved widths, exactly as run.py applies them
 
 
 def group_choice(cfg: DictConfig, group: str) -> str:

@@ -1,7 +1,7 @@
 """One job = validate → plan → data → model → train → evaluate → record.
 
 Every rule is checked before data or a model is built; the result record is written at the start
-(`running`) and rewritten atomically at the end (`complete`, `failed`, `diverged` or `interrupted`), so a
+(`running`) and rewritten atomically at the end (`complete`, `failed`, `diverged`, `interrupted` or `pruned`), so a
 crash never loses a result already written and a sweep can tell finished variants from the rest.
 """
 
@@ -147,6 +147,8 @@ def _status_of(error: BaseException) -> str:
 
     if isinstance(error, DivergenceError):
         return "diverged"
+    if type(error).__name__ == "TrialPruned":  # optuna's, raised by the pruning callback of a search trial
+        return "pruned"
     if isinstance(error, (KeyboardInterrupt, SystemExit)):  # SIGTERMException is a SystemExit
         return "interrupted"
     return "failed"

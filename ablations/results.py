@@ -1,7 +1,7 @@
 """The result record: one `result.json` per job, written atomically, never deleted or half-written.
 
 Schema (version 1; `analysis/` reads these):
-    schema, status ("running" | "complete" | "failed" | "diverged" | "interrupted"), name, sweep, axes, seed,
+    schema, status ("running" | "complete" | "failed" | "diverged" | "interrupted" | "pruned"), name, sweep, axes, seed,
     run_dir, config (resolved), params {total, embedding, output, non_embedding, applied}, flops_per_token,
     tokens_seen, train {steps, final_loss, val_loss, tokens_per_s, mfu, plan}, data (manifest),
     eval {tasks, paper_avg, ...}, versions {ablations, python, torch, lightning, lm_eval}, error, started, finished
@@ -19,7 +19,14 @@ from ablations.atomic import atomic_write_text
 
 SCHEMA_VERSION = 1
 RECORD_FILE = "result.json"
-STATUSES = ("running", "complete", "failed", "diverged", "interrupted")
+STATUSES = (
+    "running",
+    "complete",
+    "failed",
+    "diverged",
+    "interrupted",
+    "pruned",
+)  # pruned: by an Optuna search
 
 
 def package_versions() -> dict[str, str | None]:

@@ -71,10 +71,13 @@ def build_trainer(
             mode="max",
             auto_insert_metric_name=False,
         )
-    for key, node in (
-        cfg.get("callbacks") or {}
-    ).items():  # user callbacks: `+callbacks.NAME={_target_: ...}`
+    for key, node in (cfg.get("callbacks") or {}).items():  # user callbacks: +callbacks.NAME={_target_: ...}
         callbacks[key] = instantiate(node)
+    optuna_cfg = cfg.get("optuna") or {}
+    if optuna_cfg.get("trial_number") is not None:  # a trial of the Optuna sweeper: report val/loss, prune
+        from ablations.optuna_pruning import OptunaPruning
+
+        callbacks["optuna"] = OptunaPruning(optuna_cfg)
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks["progress"] = TokenProgressBar(throughput)
     accumulate = train_cfg.grad_accum_steps

@@ -139,7 +139,6 @@ def test_wandb_offline_run_is_written_and_finished(tmp_path: Path, monkeypatch: 
             tokens_for(3),
             "logger=wandb",
             "train.val_every_n_steps=0",
-            "sweep=unit",
             "+axes.sharing_scheme=none",
         ]
     )

@@ -1,0 +1,265 @@
+"""Optuna architecture search as a Hydra sweeper, on Optuna's ask/tell API.
+
+Each batch: ask trials → compose each trial's config → prune analytically the ones over the parameter
+(or FLOP) budget, without launching them → launch the rest with the configured Hydra launcher → tell
+each trial its objectives from the job's result record (`complete` → values; `pruned` → PRUNED, from the
+val/loss the job reported to the study during training; anything else, or a non-finite loss → FAIL).
+The study lives in an RDB storage (SQLite by default, PostgreSQL for many nodes) and resumes by name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import (
+    ChoiceSweep,
+    IntervalSweep,
+    Override,
+    RangeSweep,
+)
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from .config import AblationsOptunaSweeperConf  # noqa: F401  (registers hydra/sweeper=ablations_optuna)
+
+log = logging.getLogger(__name__)
+OBJECTIVES = ("val_loss", "params")
+INFEASIBLE = "infeasible"
+
+
+def distribution_of(override: Override) -> optuna.distributions.BaseDistribution:
+    """Hydra sweep syntax → Optuna distribution: choice → categorical, range → int, interval → float/int."""
+    value = override.value()
+    if isinstance(value, ChoiceSweep):
+        return optuna.distributions.CategoricalDistribution([_plain(v) for v in value.list])
+    if isinstance(value, RangeSweep):
+        start, stop, step = value.start, value.stop, value.step
+        if all(isinstance(x, int) for x in (start, stop, step)):
+            return optuna.distributions.IntDistribution(int(start), int(stop) - 1, step=int(step))
+        return optuna.distributions.FloatDistribution(start, stop, step=step)
+    if isinstance(value, IntervalSweep):
+        log_scale = "log" in value.tags
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return optuna.distributions.IntDistribution(value.start, value.end, log=log_scale)
+        return optuna.distributions.FloatDistribution(value.start, value.end, log=log_scale)
+    raise ValueError(
+        f"search parameter {override.get_key_element()}: use choice/range/interval, not {value!r}"
+    )
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, (bool, int, float, str)) or value is None else str(value)
+
+
+def _override_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def build_sampler(
+    name: str, n_objectives: int, seed: int | None, space: dict[str, Any]
+) -> optuna.samplers.BaseSampler:
+    if name == "auto":
+        name = "tpe" if n_objectives == 1 else "nsga2"
+    samplers = {
+        "tpe": optuna.samplers.TPESampler,
+        "nsga2": optuna.samplers.NSGAIISampler,
+        "random": optuna.samplers.RandomSampler,
+    }
+    if name == "grid":  # every combination of a categorical space, each once
+        choices = {k: list(d.choices) for k, d in space.items() if hasattr(d, "choices")}
+        if len(choices) != len(space):
+            raise ValueError("sampler=grid needs a space of choice(...) parameters only")
+        return _AskTellGridSampler(choices, seed=seed)
+    if name not in samplers:
+        raise ValueError(f"hydra.sweeper.sampler must be one of {['auto', 'grid', *samplers]} (got {name!r})")
+    return samplers[name](seed=seed)
+
+
+class _AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler without its `study.stop()` once the grid is covered: that call only works inside
+    `study.optimize`; this sweeper stops at n_trials."""
+
+    def after_trial(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class AblationsOptunaSweeper(Sweeper):
+    def __init__(self, **conf: Any) -> None:
+        self.conf = OmegaConf.create(conf)
+        for objective in self.conf.objectives:
+            if objective not in OBJECTIVES:
+                raise ValueError(f"hydra.sweeper.objectives: {objective!r} is not one of {OBJECTIVES}")
+        self.job_idx = 0
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context = hydra_context
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+
+    def storage_url(self) -> str:
+        if self.conf.storage:
+            return str(self.conf.storage)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{self.sweep_dir.resolve() / 'optuna.db'}"
+
+    def search_space(self, arguments: list[str]) -> tuple[list[str], dict[str, Any]]:
+        """(fixed overrides, {key: distribution}): the config's `params`, then sweeps on the command line."""
+        parser = OverridesParser.create()
+        configured = parser.parse_overrides([f"{k}={v}" for k, v in self.conf.params.items()])
+        given = parser.parse_overrides(arguments)
+        space = {o.get_key_element(): distribution_of(o) for o in configured}
+        fixed: dict[str, str] = {}
+        for override in given:  # the command line wins; for a key given twice, the last one
+            key = override.get_key_element()
+            if override.is_sweep_override():
+                space[key] = distribution_of(override)
+                fixed.pop(key, None)
+            else:  # a value given on the command line is fixed, even for a key the config searches
+                space.pop(key, None)
+                fixed[key] = override.input_line
+        return list(fixed.values()), space
+
+    def sweep(self, arguments: list[str]) -> None:
+        fixed, space = self.search_space(arguments)
+        storage = self.storage_url()
+        study = optuna.create_study(
+            study_name=self.conf.study_name,
+            storage=storage,
+            sampler=build_sampler(self.conf.sampler, len(self.conf.objectives), self.conf.seed, space),
+            directions=["minimize"] * len(self.conf.objectives),
+            load_if_exists=True,
+        )
+        for params in self.conf.enqueue_trials:
+            study.enqueue_trial(OmegaConf.to_container(params, resolve=True), skip_if_exists=True)
+        log.info("study %s in %s: %d trials so far", study.study_name, storage, len(study.trials))
+        asked = 0
+        while _launched(study) < self.conf.n_trials and asked < 20 * self.conf.n_trials:
+            batch: list[tuple[optuna.trial.Trial, list[str]]] = []
+            for _ in range(self.conf.n_jobs):  # asked together; the feasible ones are launched together
+                trial = study.ask(space)
+                asked += 1
+                overrides = self.trial_overrides(fixed, trial, study.study_name, storage)
+                reason = self.infeasible(overrides)
+                if reason is not None:
+                    trial.set_user_attr(INFEASIBLE, reason)
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    log.info("trial %d pruned before launch: %s", trial.number, reason)
+                    continue
+                batch.append((trial, overrides))
+            if not batch:
+                continue
+            returns = self.launcher.launch([o for _, o in batch], initial_job_idx=self.job_idx)
+            self.job_idx += len(batch)
+            for (trial, _), job in zip(batch, returns, strict=True):
+                self.tell(study, trial, job)
+        self.write_summary(study)
+
+    def trial_overrides(
+        self, fixed: Sequence[str], trial: optuna.trial.Trial, study_name: str, storage: str
+    ) -> list[str]:
+        handle = [
+            f"optuna.study_name={study_name}",
+            f"optuna.storage='{storage}'",
+            f"optuna.trial_number={trial.number}",
+            f"optuna.pruner={self.conf.pruner}",
+            f"optuna.n_startup_trials={self.conf.n_startup_trials}",
+            f"optuna.n_warmup_steps={self.conf.n_warmup_steps}",
+            f"+axes.study={study_name}",
+            f"+axes.trial={trial.number}",
+        ]
+        sampled = [f"{key}={_override_value(value)}" for key, value in trial.params.items()]
+        return [*fixed, *sampled, *handle]
+
+    def infeasible(self, overrides: list[str]) -> str | None:
+        """Why a trial's config is over budget or invalid, from its composed config alone (no training)."""
+        from ablations.budget import count_params, flops_per_token
+        from ablations.errors import ConfigError
+        from ablations.hydra_config import model_config_from
+        from ablations.sweep import apply_solve
+
+        try:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            model_cfg = model_config_from(apply_solve(cfg))
+        except ConfigError as error:
+            return f"invalid config: {error}"
+        total = count_params(model_cfg).total
+        if self.conf.max_params is not None and total > int(self.conf.max_params):
+            return f"{total:,} parameters > budget {int(self.conf.max_params):,}"
+        if self.conf.min_params is not None and total < int(self.conf.min_params):
+            return f"{total:,} parameters < minimum {int(self.conf.min_params):,}"
+        if self.conf.max_flops_per_token is not None:
+            seq_len = cfg.train.get("seq_len") or model_cfg.max_seq_len
+            flops = flops_per_token(model_cfg, seq_len)
+            if flops > float(self.conf.max_flops_per_token):
+                return f"{flops:,} FLOPs/token > budget {float(self.conf.max_flops_per_token):,.0f}"
+        return None
+
+    def tell(self, study: optuna.Study, trial: optuna.trial.Trial, job: Any) -> None:
+        record = _record_of(job)
+        status = (record or {}).get("status")
+        trial.set_user_attr("status", status or "no record")
+        if record and record.get("run_dir"):
+            trial.set_user_attr("run_dir", record["run_dir"])
+        if status == "pruned":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return
+        values = _objectives(record, self.conf.objectives) if status == "complete" else None
+        if values is None:
+            trial.set_user_attr("error", str((record or {}).get("error")))
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            log.warning("trial %d failed (%s): %s", trial.number, status, (record or {}).get("error"))
+            return
+        study.tell(trial, values)
+
+    def write_summary(self, study: optuna.Study) -> None:
+        """`<sweep dir>/optuna_summary.json`: the best trial(s) and the count of trials per state."""
+        states: dict[str, int] = {}
+        for t in study.trials:
+            states[t.state.name] = states.get(t.state.name, 0) + 1
+        best = [{"number": t.number, "values": t.values, "params": t.params} for t in study.best_trials]
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        (self.sweep_dir / "optuna_summary.json").write_text(
+            json.dumps({"study": study.study_name, "states": states, "best": best}, indent=2) + "\n"
+        )
+        log.info("study %s: %s; best %s", study.study_name, states, best)
+
+
+def _launched(study: optuna.Study) -> int:
+    return sum(1 for t in study.trials if INFEASIBLE not in t.user_attrs)
+
+
+def _record_of(job: Any) -> dict[str, Any] | None:
+    try:
+        path = Path(job.hydra_cfg.hydra.runtime.output_dir) / "result.json"
+    except Exception:  # the launcher returned no config: nothing ran
+        return None
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _objectives(record: dict[str, Any] | None, names: Sequence[str]) -> list[float] | None:
+    if record is None:
+        return None
+    found = {
+        "val_loss": (record.get("train") or {}).get("val_loss"),
+        "params": (record.get("params") or {}).get("total"),
+    }
+    values = [found[name] for name in names]
+    if any(v is None or not math.isfinite(float(v)) for v in values):
+        return None  # a NaN loss is a failed trial, never a value that crashes the study
+    return [float(v) for v in values]

@@ -1,0 +1,208 @@
+"""Paper ablation sweeps: every variant composes at paper and smoke scale with the paper's shapes; a smoke
+multirun runs end to end as a subprocess, records a failing variant without stopping, and a re-run skips."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ablations.budget import count_params
+from ablations.hydra_config import compose_config, model_config_from
+from ablations.sweep import skip_reason
+
+REPO = Path(__file__).resolve().parents[1]
+SWEEPS = sorted(p.stem for p in (REPO / "sweeps" / "sweep").glob("*.yaml"))
+
+
+def variants(sweep: str, scale: str) -> list[list[str]]:
+    """Every variant's overrides: the cartesian product of the sweep's `hydra.sweeper.params`."""
+    cfg = compose_config([f"+sweep={sweep}", f"scale={scale}"])
+    params = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
+    return [
+        [f"+sweep={sweep}", f"scale={scale}", *(f"{k}={v}" for k, v in zip(params, values, strict=True))]
+        for values in itertools.product(*params.values())
+    ]
+
+
+def model_of(overrides: list[str]):
+    cfg = compose_config(overrides)
+    return cfg, model_config_from(cfg)
+
+
+def test_the_paper_tables_and_figures_each_have_a_sweep() -> None:
+    assert set(SWEEPS) == {
+        "depth_width_125m",
+        "depth_width_350m",
+        "emb_share",
+        "heads_kv",
+        "ffn_type",
+        "final",
+        "layer_sharing",
+        "roadmap",
+    }
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+@pytest.mark.parametrize("scale", ["paper", "smoke"])
+def test_every_variant_composes_to_a_valid_model_or_a_logged_skip(sweep: str, scale: str) -> None:
+    seen = 0
+    every = variants(sweep, scale)
+    for overrides in every if scale == "paper" else every[:: max(1, len(every) // 4)]:
+        cfg = compose_config(overrides)
+        if skip_reason(cfg) is not None:
+            continue
+        model = model_config_from(cfg)
+        seen += 1
+        assert cfg.sweep == sweep and cfg.axes.budget
+        if scale == "smoke":
+            assert cfg.trainer.accelerator == "cpu" and cfg.train.tokens <= 4096 and model.vocab_size == 4096
+            assert count_params(model).total < 10_000_000
+        else:
+            assert (
+                cfg.train.tokens >= 251_658_240_000
+                and model.vocab_size == 32000
+                and model.max_seq_len == 2048
+            )
+    assert seen >= 2
+
+
+@pytest.mark.parametrize(
+    ("sweep", "reference", "points"),
+    [
+        ("depth_width_125m", 30, {12: 768, 30: 512, 62: 384}),
+        ("depth_width_350m", 32, {5: 2048, 15: 1280, 32: 896, 66: 640}),
+    ],
+)
+def test_depth_width_solves_the_papers_widths_within_the_budget(
+    sweep: str, reference: int, points: dict
+) -> None:
+    totals, budget = [], None
+    for overrides in variants(sweep, "paper"):
+        _, model = model_of(overrides)
+        totals.append(count_params(model).total)
+        if model.n_layers == reference:
+            budget = totals[-1]
+        if model.n_layers in points:
+            assert model.dim == points[model.n_layers], (model.n_layers, model.dim)
+        assert model.head_dim == 64 and model.n_heads == model.n_kv_heads  # MHA, head_dim kept
+    assert all(abs(t - budget) / budget < 0.06 for t in totals), totals  # width steps of 64: within 6%
+
+
+def test_depth_width_smoke_keeps_the_depth_axis() -> None:
+    paper = [model_of(o)[1].n_layers for o in variants("depth_width_125m", "paper")]
+    smoke = [model_of(o)[1].n_layers for o in variants("depth_width_125m", "smoke")]
+    assert paper == smoke and 4 in paper and 62 in paper
+
+
+def test_ffn_sweep_matches_relu_to_swiglu_parameters() -> None:
+    relu = model_of(["+sweep=ffn_type", "axes.ffn_type=relu"])[1]
+    swiglu = model_of(["+sweep=ffn_type", "axes.ffn_type=swiglu"])[1]
+    assert (relu.ffn_type, relu.ffn_hidden, swiglu.ffn_hidden) == (
+        "relu",
+        3072,
+        2048,
+    )  # 2·768·3072 = 3·768·2048
+    assert count_params(relu).total == count_params(swiglu).total
+
+
+def test_emb_share_gives_table_1s_three_sizes() -> None:
+    totals = {
+        variant: count_params(model_of(["+sweep=emb_share", f"axes.embedding={variant}"])[1]).total
+        for variant in ("untied_30l", "tied_30l", "tied_32l")
+    }
+    assert {k: round(v / 1e6, 2) for k, v in totals.items()} == {
+        "untied_30l": 135.04,
+        "tied_30l": 118.65,
+        "tied_32l": 125.47,
+    }
+
+
+def test_roadmap_steps_end_at_mobilellm_125m() -> None:
+    steps = {
+        step: model_of(["+sweep=roadmap", f"axes.roadmap_step={step}"])[1]
+        for step in ("baseline", "swiglu", "deeper", "emb_share", "gqa", "layer_share")
+    }
+    assert (steps["deeper"].n_layers, steps["deeper"].dim) == (30, 512)
+    assert steps["emb_share"].dim == 512 and steps["emb_share"].share_embeddings
+    mobilellm = model_config_from(compose_config(["model=mobilellm_125m"]))
+    assert count_params(steps["gqa"]).total == count_params(mobilellm).total == 124_635_456
+    assert steps["layer_share"].block_schedule[:4] == (0, 0, 1, 1)
+
+
+@pytest.mark.parametrize("size", ["125m", "350m", "600m", "1b", "1.5b"])
+def test_final_sweep_is_the_model_presets(size: str) -> None:
+    budget = size.upper()
+    preset = model_config_from(compose_config([f"model=mobilellm_{size}"]))
+    for family, preset_name in (("mobilellm", f"mobilellm_{size}"), ("mobilellm_ls", f"mobilellm_{size}_ls")):
+        cfg, model = model_of(["+sweep=final", f"axes.budget={budget}", f"axes.family={family}"])
+        expected = model_config_from(compose_config([f"model={preset_name}"]))
+        assert model == expected and cfg.train.tokens == 1_006_632_960_000
+    assert count_params(preset).total > 0
+
+
+def test_heads_kv_skips_impossible_combinations_with_a_reason() -> None:
+    cfg = compose_config(["+sweep=heads_kv", "axes.n_heads=8", "axes.n_kv_heads=16"])
+    assert "n_heads (8) must be divisible by n_kv_heads (16)" in skip_reason(cfg)
+    model = model_of(["+sweep=heads_kv", "axes.budget=350M", "axes.n_heads=16", "axes.n_kv_heads=4"])[1]
+    assert (model.n_layers, model.dim, model.n_heads, model.n_kv_heads) == (15, 1280, 16, 4)
+
+
+def test_slurm_launcher_composes_one_task_per_gpu() -> None:
+    cfg = compose_config(["+sweep=final", "hydra/launcher=slurm", "trainer=slurm_multinode"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (4, 8, 8)
+
+
+def run_multirun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "-m", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_smoke_sweep_runs_records_a_failure_and_a_rerun_skips_complete_variants(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    args = [
+        "+sweep=layer_sharing",
+        "scale=smoke",
+        "eval=none",
+        "axes.budget=125M",
+        "axes.sharing_scheme=immediate",
+        "axes.sharing_repeats=0,2,3",  # 0 is not a valid repeat count: that variant fails, the others run
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    first = run_multirun(args, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    records = {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/result.json")}
+    statuses = {name.split("sharing_repeats=")[1].split(",")[0]: r["status"] for name, r in records.items()}
+    assert statuses == {"0": "failed", "2": "complete", "3": "complete"}
+    done = records["budget=125M,sharing_repeats=2,sharing_scheme=immediate"]
+    assert done["sweep"] == "layer_sharing" and done["axes"] == {
+        "budget": "125M",
+        "sharing_scheme": "immediate",
+        "sharing_repeats": 2,
+    }
+    assert done["name"] == "budget=125M,sharing_repeats=2,sharing_scheme=immediate"  # one variant per name
+    assert done["config"]["model"]["sharing_repeats"] == 2 and done["train"]["val_loss"] > 0
+    stamps = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/result.json")}
+
+    second = run_multirun(args, tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("results:") == 0  # nothing trained again
+    assert (second.stderr + second.stdout).count("its result record is complete") == 2
+    for path, stamp in stamps.items():
+        if "sharing_repeats=0" not in str(path):
+            assert path.stat().st_mtime_ns == stamp  # complete records untouched
