@@ -9,6 +9,7 @@ log-softmax run only on the continuation positions instead of every padded posit
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from tqdm import tqdm
 
 from ablations.model import KVCache, MobileLLM
 
+log = logging.getLogger(__name__)
 DEFAULT_MAX_GEN_TOKS = 256
 
 
@@ -43,6 +45,7 @@ class MobileLLMEvalLM(TemplateLM):
         **_: Any,  # lm-eval passes max_batch_size and friends to every model
     ) -> None:
         super().__init__()
+        self._warned_truncation = False
         if model is None:
             if path is None:
                 raise ValueError("MobileLLMEvalLM needs `path=` or `model=` and `tokenizer=`")
@@ -117,8 +120,13 @@ class MobileLLMEvalLM(TemplateLM):
             for _, context, continuation in chunk:
                 # too long: drop tokens from the left; the last token is only ever a target
                 window = (context + continuation)[-(self.max_length + 1) :][:-1]
+                scored = min(len(continuation), len(window))  # a continuation longer than the window:
+                if scored < len(continuation) and not self._warned_truncation:  # its last max_length tokens
+                    log.warning("continuations longer than max_length=%d are scored on their last %d tokens",
+                                self.max_length, self.max_length)  # fmt: skip
+                    self._warned_truncation = True
                 inputs.append(torch.tensor(window, dtype=torch.long))
-                spans.append((len(window) - len(continuation) + 1, len(window) + 1))
+                spans.append((len(window) - scored + 1, len(window) + 1))
             batch = pad_sequence(inputs, batch_first=True)  # right padding: causal rows never see it
             logprobs = self._continuation_logprobs(batch.to(self._device), spans)
             for (request, context, continuation), rows in zip(chunk, logprobs, strict=True):
@@ -127,7 +135,8 @@ class MobileLLMEvalLM(TemplateLM):
                 for request_str, cont, cont_rows in ordered.get_cache(
                     req_str=request, cxt_toks=context, cont_toks=continuation, logits=rows
                 ):
-                    target = torch.tensor(cont, dtype=torch.long, device=self._device).unsqueeze(0)
+                    target = torch.tensor(cont[-cont_rows.shape[1] :], dtype=torch.long, device=self._device)
+                    target = target.unsqueeze(0)
                     is_greedy = bool((greedy[:, -target.shape[1] :] == target).all())
                     logprob = float(torch.gather(cont_rows, 2, target.unsqueeze(-1)).sum())
                     results.append((logprob, is_greedy))

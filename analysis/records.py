@@ -102,7 +102,8 @@ def record_row(record: dict[str, Any]) -> dict[str, Any]:
         "schema": record.get("schema"),
     }
     row.update(flatten(record.get("axes") or {}, "axes/"))
-    row.update(flatten(record.get("config") or {}))
+    for key, value in flatten(record.get("config") or {}).items():
+        row.setdefault(key, value)  # the job config's own `name`/`sweep`/`seed` keys never mask the record's
     row.update(flatten(record.get("params") or {}, "params/"))
     row["flops_per_token"] = record.get("flops_per_token")
     row["tokens_seen"] = record.get("tokens_seen")

@@ -217,3 +217,17 @@ def test_unreadable_and_metricless_records_appear_with_their_status(tmp_path: Pa
     for table in result.tables.values():
         assert sorted(table["status"]) == ["running", "unreadable"]
     assert (tmp_path / "out" / "fig4.png").is_file()
+
+
+def test_the_job_configs_top_level_keys_never_mask_the_records_name() -> None:
+    from analysis.records import record_row
+
+    record = {"status": "complete", "name": "sharing_scheme=reverse", "sweep": "layer_sharing", "seed": 1,
+              "config": {"name": None, "sweep": None, "seed": 0, "model": {"dim": 64}}}  # fmt: skip
+    row = record_row(record)
+    assert (row["name"], row["sweep"], row["seed"], row["model/dim"]) == (
+        "sharing_scheme=reverse",
+        "layer_sharing",
+        1,
+        64,
+    )

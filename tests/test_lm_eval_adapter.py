@@ -76,3 +76,14 @@ def test_generate_until_matches_greedy_decoding(eval_model, eval_tokenizer):
         [request("generate_until", context, {"until": [stop], "max_gen_toks": 12})], disable_tqdm=True
     )
     assert text == reference.split(stop)[0]
+
+
+def test_a_continuation_longer_than_the_window_is_scored_on_its_last_tokens(eval_model, eval_tokenizer):
+    lm = MobileLLMEvalLM(model=eval_model, tokenizer=eval_tokenizer, batch_size=2, max_length=8)
+    context, continuation = lm.tok_encode("Question: x?\nAnswer:"), lm.tok_encode(" " + "a long answer " * 4)
+    assert len(continuation) > 8
+    [(logprob, _)] = lm._loglikelihood_tokens([(None, context, continuation)], disable_tqdm=True)
+    window = (context + continuation)[-9:]  # the model sees 8 tokens and predicts the 8 after the first
+    logprobs = F.log_softmax(eval_model(torch.tensor([window[:-1]])).float(), dim=-1)[0]
+    expected = sum(float(logprobs[i, window[i + 1]]) for i in range(8))
+    assert logprob == pytest.approx(expected, abs=1e-4)
