@@ -7,6 +7,7 @@ Figures have a fixed size, `PANEL_SIZE_PX` per panel at `DPI`, so a PNG of n pan
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -57,13 +58,8 @@ def depth_figure(variants: pd.DataFrame, with_paper: bool = True) -> Figure:
         ref = paper[paper["panel"] == budget]
         if with_paper and len(ref):
             ax.plot(ref["n_layers"], ref["avg"], "s--", color="grey", label="paper (Fig. 4)")
-        ax.set(title=f"{budget}", xlabel="layers", ylabel="average accuracy (%)")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend()
-    fig.suptitle("Average zero-shot accuracy vs depth at a fixed budget")
-    fig.tight_layout()
-    return fig
+        _finish_panel(ax, budget, "layers")
+    return _finish_figure(fig, "Average zero-shot accuracy vs depth at a fixed budget")
 
 
 def heads_figure(variants: pd.DataFrame) -> Figure:
@@ -83,11 +79,19 @@ def heads_figure(variants: pd.DataFrame) -> Figure:
                 capsize=3,
                 label=f"{heads} heads",
             )
-        ax.set(title=f"{budget}", xlabel="kv-heads", ylabel="average accuracy (%)")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend()
-    fig.suptitle("Average zero-shot accuracy: query heads × kv-heads")
+        _finish_panel(ax, budget, "kv-heads")
+    return _finish_figure(fig, "Average zero-shot accuracy: query heads × kv-heads")
+
+
+def _finish_panel(ax: Any, budget: str, xlabel: str) -> None:
+    ax.set(title=f"{budget}", xlabel=xlabel, ylabel="average accuracy (%)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+
+
+def _finish_figure(fig: Figure, title: str) -> Figure:
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 
