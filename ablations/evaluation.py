@@ -171,7 +171,7 @@ def _installed(dist: str) -> bool:
     return True
 
 
-def write_record(record: dict[str, Any], out_dir: str | Path) -> Path:
+def write_eval_record(record: dict[str, Any], out_dir: str | Path) -> Path:
     """`<out_dir>/eval_result.json`, written atomically."""
     path = Path(out_dir) / RECORD_FILE
     atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
@@ -194,22 +194,5 @@ def evaluate_checkpoint(
     section = run_evaluation(model, tokenizer, cfg, out)
     extra = {"checkpoint": str(src.resolve()), "tokens_seen": tokens_seen(src)}
     record = build_record(model, section, cfg, extra)
-    write_record(record, out)
-    return record
-
-
-def evaluate_stage(
-    job_cfg: DictConfig, out_dir: str | Path, model: MobileLLM | None = None, tokenizer: Any = None
-) -> dict[str, Any] | None:
-    """`run.py`'s eval stage: the trained (model, tokenizer) if given, else `eval.ckpt`; None when skipped."""
-    cfg = eval_config_from(job_cfg.eval)
-    if not cfg.tasks:
-        return None
-    if model is None:
-        if cfg.ckpt is None:
-            return None
-        return evaluate_checkpoint(cfg.ckpt, cfg, out_dir)
-    section = run_evaluation(model, tokenizer, cfg, out_dir)
-    record = build_record(model, section, cfg, {"job": OmegaConf.to_container(job_cfg, resolve=True)})
-    write_record(record, out_dir)
+    write_eval_record(record, out)
     return record

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from dataclasses import asdict
 from typing import Any
 
 import lightning as L
@@ -106,6 +105,3 @@ class LitMobileLLM(L.LightningModule):
                 torch.cuda.set_rng_state_all(rng["cuda"])
             np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0))
             random.setstate(rng["python"])
-
-    def plan_dict(self) -> dict[str, Any]:
-        return asdict(self.plan)

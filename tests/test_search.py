@@ -8,7 +8,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,14 +18,13 @@ import pytest
 from ablations.hydra_config import compose_config
 from ablations.job import run_job
 from ablations.results import read_record
+from tests.test_sweeps import run_multirun
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_PARAMS = 1_000_000  # sweeps/search/budget_125m.yaml at scale=smoke
 
 
 def search(tmp_path: Path, storage: str | None, *extra: str) -> subprocess.CompletedProcess:
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "PYTHONPATH": path, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     args = [
         "+search=budget_125m",
         "scale=smoke",
@@ -47,14 +45,7 @@ def search(tmp_path: Path, storage: str | None, *extra: str) -> subprocess.Compl
         *([f"hydra.sweeper.storage='{storage}'"] if storage else []),
         *extra,
     ]
-    return subprocess.run(
-        [sys.executable, str(REPO / "run.py"), "-m", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_multirun(args, cwd=tmp_path)
 
 
 def launched_records(tmp_path: Path) -> list[dict]:
