@@ -1,4 +1,4 @@
-"""Hydra entry point: one job = train → evaluate → record one architecture variant.
+"""Hydra entry point: one job = validate → plan → data → model → train → evaluate → record one variant.
 
 python run.py                                    # tiny model, embedded corpus, CPU, a few minutes
 python run.py model=mobilellm_125m trainer=gpu train=paper_exploration
@@ -14,23 +14,21 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ablations.sweep import register_resolvers
+import ablations.job.config  # noqa: F401  (registers the job schema and resolvers before Hydra composes)
+from ablations.records.errors import ConfigError
+from ablations.records.result import RESULT_FILE, is_complete, read_result
+from ablations.search.sweep import skip_reason, variant_dir
 
 log = logging.getLogger("run")
-register_resolvers()  # before Hydra resolves hydra.sweep.dir/subdir
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from ablations.errors import ConfigError
-    from ablations.job import check_launch, run_job
-    from ablations.results import is_complete, read_record
-    from ablations.sweep import apply_solve, skip_reason, variant_dir
+    from ablations.job.stages import run_job  # lightning and lm-eval: seconds, only once a job runs
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -42,15 +40,13 @@ def main(cfg: DictConfig) -> float | None:
     )
     reason = skip_reason(cfg)
     if reason is not None:  # declared by the sweep: logged, never trained, never recorded as a failure
-        log.warning("skipping variant %s: %s", dict(cfg.get("axes") or {}), reason)
+        log.warning("skipping variant %s: %s", axes, reason)
         return None
     if multirun and is_complete(run_dir):  # a re-run of a sweep: this variant is already done
         log.info("skipping %s: its result record is complete", run_dir)
-        return ((read_record(run_dir) or {}).get("train") or {}).get("val_loss")
+        return ((read_result(run_dir) or {}).get("train") or {}).get("val_loss")
     try:
-        apply_solve(cfg)  # solved widths (compose_config applies the same)
-        check_launch(cfg, multirun)
-        record = run_job(cfg, run_dir, name, cfg.get("sweep"), axes)
+        record = run_job(cfg, run_dir, name, cfg.get("sweep"), axes, multirun=multirun)
     except ConfigError as error:
         log.error("%s", error)
         if multirun:
@@ -60,8 +56,8 @@ def main(cfg: DictConfig) -> float | None:
         if multirun:  # recorded as failed in its result.json; the sweep goes on
             return None
         raise
-    log.info("result: %s (status %s)", run_dir / "result.json", record["status"])
-    print(f"results: {run_dir / 'result.json'}")
+    log.info("result: %s (status %s)", run_dir / RESULT_FILE, record["status"])
+    print(f"results: {run_dir / RESULT_FILE}")
     return (record.get("train") or {}).get("val_loss")
 
 

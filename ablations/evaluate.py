@@ -12,6 +12,12 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
+from ablations.eval.evaluation import EVAL_RESULT_FILE, evaluate_checkpoint
+from ablations.job.config import compose_config, job_config
+
 OWN_KEYS = ("ckpt", "out", "tokenizer")
 
 
@@ -25,9 +31,6 @@ def split_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def print_results(section: dict[str, Any], title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=title)
     for column in ("task", "metric", "value", "stderr"):
         table.add_column(column, justify="left" if column in ("task", "metric") else "right")
@@ -43,17 +46,12 @@ def print_results(section: dict[str, Any], title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from ablations.evaluation import RECORD_FILE, eval_config_from, evaluate_checkpoint
-    from ablations.hydra_config import compose_config
-
     own, overrides = split_args(list(sys.argv[1:] if argv is None else argv))
     if "ckpt" not in own:
         raise SystemExit(__doc__)
     cfg = compose_config(overrides)
-    record = evaluate_checkpoint(
-        own["ckpt"], eval_config_from(cfg.eval), own.get("out"), own.get("tokenizer")
-    )
-    print_results(record["eval"], f"{own['ckpt']}  ({RECORD_FILE} written)")
+    record = evaluate_checkpoint(own["ckpt"], job_config(cfg).eval, own.get("out"), own.get("tokenizer"))
+    print_results(record["eval"], f"{own['ckpt']}  ({EVAL_RESULT_FILE} written)")
     return record
 
 

@@ -6,9 +6,9 @@ Each artefact maps the variants of one budget (see `analysis.variants.budget_lab
 | artefact | paper | row key from | baseline |
 |---|---|---|---|
 | `table1` | Table 1, embedding sharing | `model/share_embeddings` false → `untied_30l`; true at the untied depth (or the shallowest) → `tied_30l`; true and deeper → `tied_deeper` | `untied_30l` |
-| `table2` | Table 2, layer-sharing schemes | `model/sharing_scheme` (`none`, `immediate`, `repeat_all_over`, `reverse`); `sharing_repeats` 1 → `none` | `none` |
+| `table2` | Table 2, layer-sharing schemes | the sharing scheme's `paper_row` (`ablations.model.axes.SHARING_SCHEMES`); `sharing_repeats` 1 → `none` | `none` |
 | `table3` | Table 3, main zero-shot | `model/sharing_scheme` none → `mobilellm`, else → `mobilellm_ls` | `mobilellm` |
-| `ffn` | §2.2.1, FFN comparison | `model/ffn_type` (`relu`, `swiglu`; `gelu` has no paper row) | `relu` |
+| `ffn` | §2.2.1, FFN comparison | the FFN kind's `paper_row` (`ablations.model.axes.FFN_KINDS`: `relu`, `swiglu`; others none) | `relu` |
 | `roadmap` | Fig. 3 / Table 10, cumulative steps | `axes/roadmap_step` if set, else the config (see `roadmap_step`) | `baseline` |
 | `fig4` | Fig. 4, accuracy vs depth | `model/n_layers` = N → `lN` (x-axis `model/n_layers`, one panel per budget) | none |
 | `fig5` | Fig. 5, heads × kv-heads | no paper values (not recovered); x `model/n_kv_heads`, one line per `model/n_heads` | none |
@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
+
+from ablations.model.axes import FFN_KINDS, SHARING_SCHEMES, attention_layout
 
 Classifier = Callable[[pd.DataFrame], pd.Series]
 
@@ -41,11 +43,16 @@ def embedding_row(variants: pd.DataFrame) -> pd.Series:
     return keys
 
 
+def _registry_row(values: pd.Series, registry: dict) -> pd.Series:
+    """Each value's `paper_row` in an axis registry (None for an unregistered value or one without a row)."""
+    return values.map(lambda v: registry[v].paper_row if v in registry else None).astype(object)
+
+
 def sharing_row(variants: pd.DataFrame) -> pd.Series:
     """Table 2 rows from `model/sharing_scheme` (a scheme with 1 repeat shares nothing)."""
     scheme = _column(variants, "model/sharing_scheme", "none").astype(str)
     repeats = _column(variants, "model/sharing_repeats", 2)
-    return scheme.where(repeats != 1, "none")
+    return _registry_row(scheme.where(repeats != 1, "none"), SHARING_SCHEMES)
 
 
 def main_row(variants: pd.DataFrame) -> pd.Series:
@@ -55,27 +62,32 @@ def main_row(variants: pd.DataFrame) -> pd.Series:
 
 def ffn_row(variants: pd.DataFrame) -> pd.Series:
     """FFN comparison rows from `model/ffn_type`."""
-    ffn = _column(variants, "model/ffn_type", "swiglu").astype(str)
-    return ffn.where(ffn.isin(["relu", "swiglu"]), None)
+    return _registry_row(_column(variants, "model/ffn_type", "swiglu").astype(str), FFN_KINDS)
 
 
 def roadmap_step(variants: pd.DataFrame) -> pd.Series:
     """Roadmap step of each variant: `axes/roadmap_step` where given, else, in this order, layer sharing →
-    `layer_share`; fewer kv-heads than heads → `gqa`; tied embeddings → `emb_share`; ReLU/GELU FFN →
-    `baseline`; SwiGLU → `deeper` when it is the deepest of several SwiGLU steps, else `swiglu`."""
+    `layer_share`; a GQA/MQA attention layout → `gqa`; tied embeddings → `emb_share`; the vanilla FFN row →
+    `baseline`; the SwiGLU row → `deeper` when it is the deepest of several SwiGLU steps, else `swiglu`.
+    An FFN kind without a paper row (gelu, geglu) is on no step of the roadmap."""
     scheme = sharing_row(variants)
     heads = _column(variants, "model/n_heads", 1)
     kv = _column(variants, "model/n_kv_heads", None).fillna(heads)
+    grouped = pd.Series(
+        [attention_layout(int(h), int(k)) != "mha" for h, k in zip(heads, kv, strict=True)],
+        index=variants.index,
+    )
     tied = _column(variants, "model/share_embeddings", False).astype(bool)
-    ffn = _column(variants, "model/ffn_type", "swiglu").astype(str)
+    ffn = ffn_row(variants)
     layers = _column(variants, "model/n_layers", 0)
-    swiglu_plain = (ffn == "swiglu") & ~tied & (kv == heads) & (scheme == "none")
+    swiglu_plain = (ffn == "swiglu") & ~tied & ~grouped & (scheme == "none")
     deepest = layers[swiglu_plain].max() if swiglu_plain.sum() > 1 else None
-    keys = pd.Series("swiglu", index=variants.index, dtype=object)
+    keys = pd.Series(None, index=variants.index, dtype=object)
+    keys[ffn == "swiglu"] = "swiglu"
     keys[swiglu_plain & (layers == deepest)] = "deeper"
-    keys[ffn != "swiglu"] = "baseline"
+    keys[ffn == "relu"] = "baseline"
     keys[tied] = "emb_share"
-    keys[kv < heads] = "gqa"
+    keys[grouped] = "gqa"
     keys[scheme != "none"] = "layer_share"
     explicit = _column(variants, "axes/roadmap_step", None)
     return explicit.where(explicit.notna(), keys)

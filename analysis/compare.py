@@ -16,10 +16,11 @@ import math
 
 import pandas as pd
 
+from ablations.eval.tasks import PAPER_ZERO_SHOT
 from analysis.artefacts import ARTEFACTS, Artefact
 from analysis.bootstrap import intervals_overlap
 from analysis.paper import paper_values
-from analysis.records import TASK_LABELS, TASKS
+from analysis.records import TASK_LABELS
 
 
 def _our_row(variant: pd.Series, key: str | None, paper: pd.Series | None) -> dict[str, object]:
@@ -36,7 +37,7 @@ def _our_row(variant: pd.Series, key: str | None, paper: pd.Series | None) -> di
         "params_m": float(params) / 1e6 if params is not None and pd.notna(params) else math.nan,
         "n_layers": variant.get("model/n_layers", math.nan),
     }
-    for task in TASKS:
+    for task in PAPER_ZERO_SHOT:
         label = TASK_LABELS[task]
         row[label] = variant[task]
         row[f"{label} low"], row[f"{label} high"] = variant.get(f"{task}_low"), variant.get(f"{task}_high")
@@ -50,11 +51,11 @@ def _our_row(variant: pd.Series, key: str | None, paper: pd.Series | None) -> di
 
 def _paper_cells(paper: pd.Series | None) -> dict[str, object]:
     cells: dict[str, object] = {"paper Avg": math.nan, "paper source": ""}
-    cells.update({f"paper {TASK_LABELS[t]}": math.nan for t in TASKS})
+    cells.update({f"paper {TASK_LABELS[t]}": math.nan for t in PAPER_ZERO_SHOT})
     if paper is not None:
         cells["paper Avg"] = paper["avg"]
         cells["paper source"] = paper["paper_source"]
-        cells.update({f"paper {TASK_LABELS[t]}": paper[t] for t in TASKS})
+        cells.update({f"paper {TASK_LABELS[t]}": paper[t] for t in PAPER_ZERO_SHOT})
     return cells
 
 
@@ -140,7 +141,7 @@ def comparison_table(artefact_name: str, variants: pd.DataFrame, with_paper: boo
     _mark_baseline(table, artefact.baseline)
     if artefact.cumulative:
         _add_step_deltas(table)
-    paper_task_cols = [f"paper {TASK_LABELS[t]}" for t in TASKS]
+    paper_task_cols = [f"paper {TASK_LABELS[t]}" for t in PAPER_ZERO_SHOT]
     if table[paper_task_cols].isna().all().all():
         table = table.drop(columns=paper_task_cols)
     if not with_paper:

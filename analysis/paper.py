@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.records import TASKS
+from ablations.eval.tasks import PAPER_ZERO_SHOT
 
 PAPER_VALUES = Path(__file__).with_name("paper_reference") / "paper_values.csv"
 
@@ -30,4 +30,4 @@ def paper_values(artefact: str | None = None) -> pd.DataFrame:
 
 def task_mean(row: pd.Series) -> float:
     """Mean of a paper row's eight task columns (the paper's "Avg."); NaN unless all eight are given."""
-    return float(row[list(TASKS)].astype(float).mean(skipna=False))
+    return float(row[list(PAPER_ZERO_SHOT)].astype(float).mean(skipna=False))

@@ -23,14 +23,9 @@ from typing import Any
 
 import pandas as pd
 
-from ablations.eval_config import DEFAULT_PAPER_AVG_METRIC
-from ablations.eval_tasks import PAPER_ZERO_SHOT
-from ablations.results import RECORD_FILE
-from ablations.results import STATUSES as RECORD_STATUSES
+from ablations.eval.config import DEFAULT_PAPER_AVG_METRIC
+from ablations.records.result import RESULT_FILE, read_result
 
-RESULT_FILE = RECORD_FILE
-TASKS: tuple[str, ...] = PAPER_ZERO_SHOT
-"""The paper's eight zero-shot tasks (lm-eval names), in the paper's column order."""
 TASK_LABELS: dict[str, str] = {
     "arc_easy": "ARC-e",
     "arc_challenge": "ARC-c",
@@ -41,10 +36,6 @@ TASK_LABELS: dict[str, str] = {
     "openbookqa": "OBQA",
     "winogrande": "WG",
 }
-DEFAULT_PAPER_METRIC: dict[str, str] = DEFAULT_PAPER_AVG_METRIC
-"""Metric per task when a record does not name one (`eval.paper_avg_metric`). The paper does not say
-acc or acc_norm; these are lm-eval's usual choices (length-normalised where answers differ in length)."""
-STATUSES: tuple[str, ...] = RECORD_STATUSES
 
 
 def find_result_files(sources: Iterable[str | Path]) -> list[Path]:
@@ -61,21 +52,19 @@ def find_result_files(sources: Iterable[str | Path]) -> list[Path]:
     return list(dict.fromkeys(p.resolve() for p in found))  # keep order, drop duplicates
 
 
-def read_record(path: Path) -> dict[str, Any]:
+def load_record(path: Path) -> dict[str, Any]:
     """One record with `run_dir` added; an unreadable file becomes a record with status `unreadable`."""
     try:
-        record = json.loads(path.read_text())
-        if not isinstance(record, dict):
-            raise ValueError("top level is not an object")
-    except (OSError, ValueError) as exc:
-        record = {"status": "unreadable", "name": path.parent.name, "error": f"{path}: {exc}"}
+        record = read_result(path) or {"status": "unreadable", "error": f"{path}: no such file"}
+    except ValueError as exc:
+        record = {"status": "unreadable", "name": path.parent.name, "error": str(exc)}
     record["run_dir"] = str(path.parent)
     return record
 
 
 def load_records(sources: Iterable[str | Path]) -> list[dict[str, Any]]:
     """Every record found under `sources` (see `find_result_files`)."""
-    return [read_record(p) for p in find_result_files(sources)]
+    return [load_record(p) for p in find_result_files(sources)]
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -123,7 +112,7 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 def task_metric(row: pd.Series, task: str) -> str:
     """The metric (`acc` / `acc_norm`) a row's record averages for `task`."""
     named = row.get(f"result/eval/paper_avg_metric/{task}")
-    return named if isinstance(named, str) else DEFAULT_PAPER_METRIC[task]
+    return named if isinstance(named, str) else DEFAULT_PAPER_AVG_METRIC[task]
 
 
 def task_score(row: pd.Series, task: str) -> tuple[float, float]:

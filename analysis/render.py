@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.records import TASK_LABELS, TASKS
+from ablations.eval.tasks import PAPER_ZERO_SHOT
+from analysis.records import TASK_LABELS
 
 MISSING = "—"
 OVERLAP_MARK = "†"
@@ -58,7 +59,7 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
             "Status": r["status"],
         }
         row["Params"] = _params(r.get("params_m"))
-        row.update({TASK_LABELS[t]: _pct(r.get(TASK_LABELS[t])) for t in TASKS})
+        row.update({TASK_LABELS[t]: _pct(r.get(TASK_LABELS[t])) for t in PAPER_ZERO_SHOT})
         row["Avg [95% CI]"] = _avg_cell(r)
         if has_paper:
             row["Paper Avg"] = _pct(r["paper Avg"])

@@ -27,6 +27,7 @@ from analysis.figures import depth_figure, heads_figure, write_figure
 from analysis.records import load_records, records_frame, save_frame
 from analysis.render import to_markdown, write_table
 from analysis.variants import summarize_variants
+from analysis.wandb_io import log_artefacts, records_from_wandb
 
 
 @dataclass
@@ -92,8 +93,6 @@ def main(argv: list[str] | None = None) -> int:
 
     records = load_records(args.sources)
     if args.from_wandb:
-        from analysis.wandb_io import records_from_wandb
-
         records += records_from_wandb(args.from_wandb, args.wandb_group)
     if not records:
         parser.error(f"no result.json found under {args.sources}")
@@ -106,8 +105,6 @@ def main(argv: list[str] | None = None) -> int:
         if not table.empty:
             print(to_markdown(table, ARTEFACTS[name].title))
     if args.wandb_group:
-        from analysis.wandb_io import log_artefacts
-
         log_artefacts(args.wandb_group, result.tables, result.figures, args.wandb_project, out_dir)
     counts = result.variants["status"].value_counts().to_dict()
     print(

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ablations.eval.tasks import PAPER_ZERO_SHOT
 from analysis.bootstrap import (
     N_RESAMPLES,
     NAN_INTERVAL,
@@ -28,7 +29,7 @@ from analysis.bootstrap import (
     read_samples,
     seed_interval,
 )
-from analysis.records import TASKS, task_metric, task_score
+from analysis.records import task_metric, task_score
 
 PAPER_BUDGETS_M: dict[str, float] = {
     "125M": 125.0,
@@ -61,7 +62,7 @@ def _samples_of(row: pd.Series) -> dict[str, np.ndarray] | None:
         return None
     base = Path(row["run_dir"]) / samples_dir
     samples = {}
-    for task in TASKS:
+    for task in PAPER_ZERO_SHOT:
         values = read_samples(base / f"{task}.jsonl", task_metric(row, task))
         if values is None:
             return None
@@ -71,29 +72,29 @@ def _samples_of(row: pd.Series) -> dict[str, np.ndarray] | None:
 
 def _scores(complete: pd.DataFrame, n_resamples: int, seed: int) -> dict[str, Any]:
     """Task scores, average and their intervals (fractions) over the complete records of one variant."""
-    table = np.array([[task_score(r, t)[0] for t in TASKS] for _, r in complete.iterrows()])
-    stderr = np.array([[task_score(r, t)[1] for t in TASKS] for _, r in complete.iterrows()])
+    table = np.array([[task_score(r, t)[0] for t in PAPER_ZERO_SHOT] for _, r in complete.iterrows()])
+    stderr = np.array([[task_score(r, t)[1] for t in PAPER_ZERO_SHOT] for _, r in complete.iterrows()])
     out: dict[str, Any] = {"n_tasks": int(np.isfinite(table).all(axis=0).sum()) if len(table) else 0}
     if not len(table):
         return out | {"ci_source": "none"}
     means = table.mean(axis=0)
     averages = table.mean(axis=1)  # NaN for a record missing a task
-    out.update({t: means[i] for i, t in enumerate(TASKS)})
+    out.update({t: means[i] for i, t in enumerate(PAPER_ZERO_SHOT)})
     out["avg"] = float(averages.mean())
     task_ci: list[Interval]
     if len(table) >= 2:
-        task_ci = [seed_interval(table[:, i]) for i in range(len(TASKS))]
+        task_ci = [seed_interval(table[:, i]) for i in range(len(PAPER_ZERO_SHOT))]
         avg_ci, source = seed_interval(averages), "seeds"
     elif (samples := _samples_of(complete.iloc[0])) is not None:
         per_task, avg_ci = bootstrap_intervals(samples, n_resamples, seed)
-        task_ci, source = [per_task[t] for t in TASKS], "bootstrap"
+        task_ci, source = [per_task[t] for t in PAPER_ZERO_SHOT], "bootstrap"
     else:
-        task_ci = [normal_interval(means[i], stderr[0, i]) for i in range(len(TASKS))]
-        avg_se = math.sqrt(float(np.sum(stderr[0] ** 2))) / len(TASKS)
+        task_ci = [normal_interval(means[i], stderr[0, i]) for i in range(len(PAPER_ZERO_SHOT))]
+        avg_se = math.sqrt(float(np.sum(stderr[0] ** 2))) / len(PAPER_ZERO_SHOT)
         avg_ci, source = normal_interval(out["avg"], avg_se), "stderr"
     if not math.isfinite(out["avg"]):
         avg_ci = NAN_INTERVAL
-    for t, (low, high) in zip(TASKS, task_ci, strict=True):
+    for t, (low, high) in zip(PAPER_ZERO_SHOT, task_ci, strict=True):
         out[f"{t}_low"], out[f"{t}_high"] = low, high
     out["avg_low"], out["avg_high"] = avg_ci
     if all(math.isnan(x) for x in (*avg_ci, *(v for ci in task_ci for v in ci))):
@@ -113,8 +114,8 @@ def _status(group: pd.DataFrame, n_tasks: int) -> tuple[str, str | None]:
     if n_complete < len(statuses):
         others = ", ".join(s for s in statuses if s != "complete")
         notes.append(f"{n_complete}/{len(statuses)} records complete ({others})")
-    if n_tasks < len(TASKS):
-        notes.append(f"{n_tasks}/{len(TASKS)} tasks evaluated")
+    if n_tasks < len(PAPER_ZERO_SHOT):
+        notes.append(f"{n_tasks}/{len(PAPER_ZERO_SHOT)} tasks evaluated")
     return ("partial" if notes else "complete"), "; ".join(notes + errors) or None
 
 
@@ -145,7 +146,7 @@ def summarize_variants(records: pd.DataFrame, n_resamples: int = N_RESAMPLES, se
             | pct
         )
     frame = pd.DataFrame(rows)
-    for column in ("avg", "avg_low", "avg_high", *TASKS):
+    for column in ("avg", "avg_low", "avg_high", *PAPER_ZERO_SHOT):
         if column not in frame:
             frame[column] = math.nan
     return frame

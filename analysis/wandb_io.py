@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.records import TASKS
+from ablations.eval.tasks import PAPER_ZERO_SHOT
 
 WANDB_STATUS = {"finished": "complete", "failed": "failed", "crashed": "failed", "running": "running"}
 
@@ -58,7 +58,7 @@ def record_from_run(run: Any) -> dict[str, Any]:
     tasks: dict[str, dict[str, float]] = {}
     for key, value in summary.items():
         parts = key.split("/")
-        if len(parts) == 3 and parts[0] == "eval" and parts[1] in TASKS:
+        if len(parts) == 3 and parts[0] == "eval" and parts[1] in PAPER_ZERO_SHOT:
             tasks.setdefault(parts[1], {})[parts[2]] = value
     config = dict(run.config)
     return {
@@ -78,7 +78,7 @@ def record_from_run(run: Any) -> dict[str, Any]:
 
 def records_from_wandb(path: str, group: str | None = None) -> list[dict[str, Any]]:
     """Records of the runs in `entity/project` (optionally one group), from the W&B API (network)."""
-    import wandb
+    import wandb  # heavy (~1 s): only this path needs it
 
     filters = {"group": group} if group else {}
     return [record_from_run(run) for run in wandb.Api().runs(path, filters=filters)]

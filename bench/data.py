@@ -18,12 +18,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ablations.corpus import embedded_documents
-from ablations.data_config import DataConfig, TokenizerConfig
-from ablations.hydra_config import compose_config, model_config_from
-from ablations.loader import TokenWindowLoader, WindowIndex
-from ablations.shards import encode_corpus, open_split, prepare_shards, read_manifest
-from ablations.tokenizer import load_tokenizer
+from ablations.data.config import DataConfig, TokenizerConfig
+from ablations.data.corpus import embedded_documents
+from ablations.data.loader import TokenWindowLoader, WindowIndex
+from ablations.data.shards import encode_corpus, open_split, prepare_shards, read_manifest
+from ablations.data.tokenizer import load_tokenizer
+from ablations.job.config import compose_config, job_config
 
 
 def tokenisation(data: DataConfig, tok_cfg: TokenizerConfig, tokenizer: object, num_proc: int) -> float:
@@ -55,9 +55,9 @@ def loader_seconds_per_batch(shard_dir: Path, seq_len: int, micro_batch_size: in
 
 
 def step_seconds(preset: str, seq_len: int, micro_batch_size: int, steps: int) -> float:
-    from ablations.model import MobileLLM
+    from ablations.model.architecture import MobileLLM
 
-    cfg = model_config_from(compose_config([f"model={preset}"]))
+    cfg = job_config(compose_config([f"model={preset}"])).model
     model = MobileLLM(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch = torch.randint(0, cfg.vocab_size, (micro_batch_size, seq_len + 1))

@@ -20,24 +20,24 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ablations.eval_config import BESIDE_REPO_BENCHMARKS
+from ablations.eval.config import BESIDE_REPO_BENCHMARKS
 
 
 def build_model(args: argparse.Namespace):
     if args.ckpt:
-        from ablations.eval_loading import load_for_eval
+        from ablations.eval.loading import load_for_eval
 
         return load_for_eval(args.ckpt)
     import torch
 
-    from ablations.hydra_config import compose_config, model_config_from
-    from ablations.model import MobileLLM
+    from ablations.job.config import compose_config, job_config
+    from ablations.model.architecture import MobileLLM
     from tests.eval_fixtures import make_tokenizer
 
     tokenizer = make_tokenizer(args.vocab)
     # the model's vocabulary may be padded past the tokenizer's (the paper's 32000 by default)
     vocab = max(len(tokenizer), args.model_vocab)
-    cfg = model_config_from(compose_config([f"model={args.model}", f"model.vocab_size={vocab}"]))
+    cfg = job_config(compose_config([f"model={args.model}", f"model.vocab_size={vocab}"])).model
     torch.manual_seed(0)
     return MobileLLM(cfg).eval(), tokenizer
 
@@ -45,7 +45,7 @@ def build_model(args: argparse.Namespace):
 def timed_eval(lm, tasks: list[str], limit: int, config_dir: Path) -> tuple[float, dict]:
     import lm_eval
 
-    from ablations.eval_tasks import task_manager
+    from ablations.eval.tasks import task_manager
 
     start = time.perf_counter()
     out = lm_eval.simple_evaluate(
@@ -71,10 +71,10 @@ def main() -> None:
     from lm_eval.models.huggingface import HFLM
     from transformers import LlamaForCausalLM
 
-    from ablations.eval_tasks import write_task_configs
-    from ablations.evaluation import _task_metrics
-    from ablations.hf_interop import export_llama
-    from ablations.lm_eval_adapter import MobileLLMEvalLM
+    from ablations.eval.adapter import MobileLLMEvalLM
+    from ablations.eval.evaluation import _task_metrics
+    from ablations.eval.tasks import write_task_configs
+    from ablations.model.hf_interop import export_llama
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     tasks = args.tasks.split(",")

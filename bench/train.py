@@ -17,12 +17,12 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ablations.budget import flops_per_token
-from ablations.hydra_config import compose_config, model_config_from
-from ablations.lit_module import lm_loss
-from ablations.model import MobileLLM
-from ablations.model_config import ModelConfig
-from ablations.perf import mfu, peak_tflops
+from ablations.job.config import compose_config, job_config
+from ablations.model.architecture import MobileLLM
+from ablations.model.budget import flops_per_token
+from ablations.model.config import ModelConfig
+from ablations.train.module import lm_loss
+from ablations.train.perf import mfu, peak_tflops
 
 
 def llama_twin(cfg: ModelConfig) -> torch.nn.Module:
@@ -118,8 +118,8 @@ def main() -> None:
     )
     parser.add_argument("--gpu-batch", type=int, default=16, help="micro-batch for the GPU MFU measurement")
     args = parser.parse_args()
-    tiny = model_config_from(compose_config(["model=tiny"]))
-    m125 = model_config_from(compose_config(["model=mobilellm_125m"]))
+    tiny = job_config(compose_config(["model=tiny"])).model
+    m125 = job_config(compose_config(["model=mobilellm_125m"])).model
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     ls = dataclasses.replace(tiny, sharing_scheme="immediate", sharing_repeats=2)
     compare_on_cpu("tiny", tiny, 16, 256, args.steps, args.rounds)

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablations.model_config import ModelConfig
+from ablations.model.axes import ATTENTION_LAYOUTS, FFN_KINDS, NORMS, SHARING_SCHEMES
+from ablations.model.config import ModelConfig
 
 # tests never reach the hub (no internet here; local data only)
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -25,22 +26,31 @@ def small_config(**overrides: object) -> ModelConfig:
     return ModelConfig(**values)  # type: ignore[arg-type]
 
 
-# one config per axis of the paper (and combinations), reused by the model, budget and interop tests
-AXES: dict[str, dict[str, object]] = {
-    "mha": dict(n_kv_heads=4),
-    "gqa": dict(),
-    "mqa": dict(n_kv_heads=1),
-    "explicit_head_dim": dict(head_dim=24),
-    "relu": dict(ffn_type="relu"),
-    "gelu": dict(ffn_type="gelu", ffn_hidden=100),
-    "untied": dict(share_embeddings=False),
-    "immediate_x2": dict(sharing_scheme="immediate", sharing_repeats=2),
-    "repeat_all_over_x3": dict(sharing_scheme="repeat_all_over", sharing_repeats=3),
-    "reverse_x2": dict(sharing_scheme="reverse", sharing_repeats=2),
-    "reverse_x3_untied_mqa": dict(
-        sharing_scheme="reverse", sharing_repeats=3, share_embeddings=False, n_kv_heads=1
-    ),
-}
+def registry_axes() -> dict[str, dict[str, object]]:
+    """One small config per registered value of every axis (`ablations.model.axes`), plus combinations.
+
+    Every test parametrised over AXES (counts, FLOPs, causality, KV cache, HF round trip) therefore covers a
+    new registry entry without new test code.
+    """
+    axes: dict[str, dict[str, object]] = {f"ffn={name}": dict(ffn_type=name) for name in FFN_KINDS}
+    axes |= {f"norm={name}": dict(norm_type=name) for name in NORMS}
+    for name in SHARING_SCHEMES:
+        for repeats in (2, 3) if name != "none" else (1,):
+            axes[f"sharing={name}x{repeats}"] = dict(sharing_scheme=name, sharing_repeats=repeats)
+    for name, layout in ATTENTION_LAYOUTS.items():  # small_config has 4 query heads
+        axes[f"attention={name}"] = dict(n_kv_heads=next(kv for kv in (4, 2, 1) if layout.matches(4, kv)))
+    axes |= {
+        "explicit_head_dim": dict(head_dim=24),
+        "untied": dict(share_embeddings=False),
+        "gelu_hidden_100": dict(ffn_type="gelu", ffn_hidden=100),
+        "reverse_x3_untied_mqa": dict(
+            sharing_scheme="reverse", sharing_repeats=3, share_embeddings=False, n_kv_heads=1
+        ),
+    }
+    return axes
+
+
+AXES: dict[str, dict[str, object]] = registry_axes()
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from ablations.model import MobileLLM
-from ablations.model_config import ModelConfig
+from ablations.model.architecture import MobileLLM
+from ablations.model.config import ModelConfig
 
 # evaluation tests never reach the hub (no internet here; local data only)
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

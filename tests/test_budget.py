@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from ablations.budget import count_params, flops_per_token, solve_iso_params
-from ablations.errors import ConfigError
-from ablations.hydra_config import compose_config, model_config_from
-from ablations.model import MobileLLM
-from ablations.model_config import ModelConfig
+from ablations.job.config import compose_config, job_config
+from ablations.model.architecture import MobileLLM
+from ablations.model.budget import count_params, flops_per_token, solve_iso_params
+from ablations.model.config import ModelConfig
+from ablations.records.errors import ConfigError
 from tests.conftest import AXES, small_config
 from tests.test_model import reference_attention
 
@@ -27,8 +27,8 @@ MODEL_CARD = {
 
 @pytest.mark.parametrize("preset", sorted(MODEL_CARD))
 def test_preset_counts_equal_the_model_card(preset: str) -> None:
-    plain = count_params(model_config_from(compose_config([f"model={preset}"])))
-    shared = count_params(model_config_from(compose_config([f"model={preset}_ls"])))
+    plain = count_params(job_config(compose_config([f"model={preset}"])).model)
+    shared = count_params(job_config(compose_config([f"model={preset}_ls"])).model)
     assert plain.total == shared.total == MODEL_CARD[preset]
     assert plain.applied == plain.total
     assert shared.applied == plain.total + plain.n_blocks * plain.per_block  # every block applied twice
@@ -36,7 +36,7 @@ def test_preset_counts_equal_the_model_card(preset: str) -> None:
 
 
 def test_125m_by_hand() -> None:
-    counts = count_params(model_config_from(compose_config(["model=mobilellm_125m"])))
+    counts = count_params(job_config(compose_config(["model=mobilellm_125m"])).model)
     assert counts.attention_per_block == 576 * 576 * 2 + 576 * 192 * 2 == 884_736
     assert counts.ffn_per_block == 3 * 576 * 1536 == 2_654_208
     assert counts.embedding == 32000 * 576 == 18_432_000
@@ -78,10 +78,10 @@ def test_flops_per_token_equal_torchs_flop_counter(axis: str, monkeypatch: pytes
 
 
 def test_flops_125m_by_hand() -> None:
-    cfg = model_config_from(compose_config(["model=mobilellm_125m"]))
+    cfg = job_config(compose_config(["model=mobilellm_125m"])).model
     n_matmul = 30 * (884_736 + 2_654_208) + 32000 * 576
     assert flops_per_token(cfg) == 6 * n_matmul + 12 * 30 * 576 * 2048
-    ls = model_config_from(compose_config(["model=mobilellm_125m_ls"]))
+    ls = job_config(compose_config(["model=mobilellm_125m_ls"])).model
     assert flops_per_token(ls) == 6 * (n_matmul + 30 * (884_736 + 2_654_208)) + 12 * 60 * 576 * 2048
 
 
@@ -101,9 +101,9 @@ def test_iso_width_solver_finds_the_closest_valid_width() -> None:
 
 
 def test_iso_width_solver_recovers_the_350m_release_from_the_125m_recipe() -> None:
-    template = model_config_from(
+    template = job_config(
         compose_config(["model=mobilellm_125m", "model.n_layers=32"])
-    )  # 9 heads / 3 kv
+    ).model  # 9 heads / 3 kv
     solved = solve_iso_params(345_300_000, dataclasses.replace(template, ffn_hidden=None), vary="dim")
     assert (solved.dim, solved.n_heads, solved.n_kv_heads, solved.head_dim, solved.ffn_hidden) == (
         960,
@@ -116,7 +116,7 @@ def test_iso_width_solver_recovers_the_350m_release_from_the_125m_recipe() -> No
 
 
 def test_iso_ffn_solver_matches_relu_to_swiglu() -> None:
-    swiglu = model_config_from(compose_config(["model=mobilellm_125m"]))
+    swiglu = job_config(compose_config(["model=mobilellm_125m"])).model
     relu = solve_iso_params(
         count_params(swiglu).total, dataclasses.replace(swiglu, ffn_type="relu"), "ffn_hidden"
     )

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ablations.errors import DataError
-from ablations.loader import TokenWindowLoader, WindowBatchDataset, WindowIndex
+from ablations.data.loader import TokenWindowLoader, WindowBatchDataset, WindowIndex
+from ablations.records.errors import DataError
 
 SEQ = 8
 
@@ -59,7 +59,7 @@ def test_order_is_seeded_shuffled_and_changes_each_epoch() -> None:
 
 
 def test_block_shuffle_is_a_permutation_at_scale() -> None:
-    from ablations.loader import EpochOrder
+    from ablations.data.loader import EpochOrder
 
     order = EpochOrder(1000, seed=0, epoch=0, shuffle=True, block=64)  # 16 blocks, the last one short
     perm = order[np.arange(1000)]
@@ -109,8 +109,8 @@ def test_lightning_checkpoint_resumes_with_the_next_batch(tmp_path) -> None:
     equal those of the uninterrupted run (Lightning prefetches a batch, which must not be counted)."""
     import lightning as L
 
-    from ablations.data_config import DataConfig, TokenizerConfig
-    from ablations.datamodule import TokenDataModule
+    from ablations.data.config import DataConfig, TokenizerConfig
+    from ablations.data.datamodule import TokenDataModule
 
     class Recorder(L.LightningModule):
         def __init__(self) -> None:

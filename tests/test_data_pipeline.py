@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ablations.corpus import embedded_documents, is_validation
-from ablations.data_config import DataConfig, TokenizerConfig
-from ablations.errors import ConfigError, DataError
-from ablations.loader import TokenWindowLoader, WindowIndex
-from ablations.shards import MANIFEST, open_split, prepare_shards, read_manifest
-from ablations.tokenizer import check_vocab_fits, load_tokenizer, tokenizer_hash
+from ablations.data.config import DataConfig, TokenizerConfig
+from ablations.data.corpus import embedded_documents, is_validation
+from ablations.data.loader import TokenWindowLoader, WindowIndex
+from ablations.data.shards import MANIFEST, open_split, prepare_shards, read_manifest
+from ablations.data.tokenizer import check_vocab_fits, load_tokenizer, tokenizer_hash
+from ablations.records.errors import ConfigError, DataError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

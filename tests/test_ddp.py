@@ -6,12 +6,12 @@ from pathlib import Path
 
 import torch
 
-from ablations.hydra_config import compose_config
-from ablations.job import run_job
-from ablations.lit_module import lm_loss
-from ablations.model import MobileLLM
-from ablations.model_config import ModelConfig
-from ablations.results import read_record
+from ablations.job.config import compose_config
+from ablations.job.stages import run_job
+from ablations.model.architecture import MobileLLM
+from ablations.model.config import ModelConfig
+from ablations.records.result import read_result
+from ablations.train.module import lm_loss
 
 
 def test_two_ranks_see_disjoint_data_and_average_their_gradients(tmp_path: Path) -> None:
@@ -33,7 +33,7 @@ def test_two_ranks_see_disjoint_data_and_average_their_gradients(tmp_path: Path)
         ]
     )
     record = run_job(cfg, tmp_path / "run", name="ddp")
-    assert record["status"] == "complete" and read_record(tmp_path / "run")["status"] == "complete"
+    assert record["status"] == "complete" and read_result(tmp_path / "run")["status"] == "complete"
     assert record["tokens_seen"] == 3 * 2 * 4 * 32 and record["train"]["plan"]["global_batch_sequences"] == 8
 
     batches = {rank: [torch.load(probe / f"rank{rank}_batch{i}.pt") for i in range(3)] for rank in (0, 1)}

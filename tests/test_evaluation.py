@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ablations.errors import ConfigError
-from ablations.eval_config import EvalConfig
-from ablations.eval_tasks import PAPER_ZERO_SHOT, TASKS, MissingTaskData, lm_eval_tasks_dir, task_yaml
-from ablations.evaluation import eval_config_from, run_evaluation
-from ablations.hydra_config import compose_config
+from ablations.eval.config import EvalConfig
+from ablations.eval.evaluation import run_evaluation
+from ablations.eval.tasks import PAPER_ZERO_SHOT, TASKS, MissingTaskData, lm_eval_tasks_dir, task_yaml
+from ablations.job.config import compose_config, job_config
+from ablations.records.errors import ConfigError
 from tests.eval_fixtures import BENCHMARKS, write_jsonl
 
 needs_benchmarks = pytest.mark.skipif(not BENCHMARKS.is_dir(), reason=f"{BENCHMARKS} absent")
@@ -26,7 +26,7 @@ PIQA_ROWS = [
 
 def test_presets_compose_into_eval_configs():
     none, smoke, zero, full = (
-        eval_config_from(compose_config([f"eval={name}"]).eval)
+        job_config(compose_config([f"eval={name}"])).eval
         for name in ("none", "smoke", "paper_zero_shot", "paper_full")
     )
     assert none.tasks == [] and compose_config([]).eval.tasks == smoke.tasks  # default: the smoke suite
@@ -80,7 +80,7 @@ def test_missing_local_data_names_task_and_file(tmp_path, eval_model, eval_token
 
 @needs_benchmarks
 def test_paper_full_on_shared_benchmarks_reports_missing_triviaqa(tmp_path, eval_model, eval_tokenizer):
-    cfg = eval_config_from(compose_config(["eval=paper_full", f"eval.data_dir={BENCHMARKS}"]).eval)
+    cfg = job_config(compose_config(["eval=paper_full", f"eval.data_dir={BENCHMARKS}"])).eval
     with pytest.raises(MissingTaskData, match=r"triviaqa_1shot.*triviaqa/validation\.jsonl"):
         run_evaluation(eval_model, eval_tokenizer, cfg, tmp_path)
 
@@ -109,7 +109,7 @@ def test_real_rows_of_every_task(tmp_path, eval_model, eval_tokenizer):
 
 
 def test_wikitext2_protocol_equals_reference(tmp_path, eval_model, eval_tokenizer):
-    from ablations.wikitext_ppl import lines_from_pages, wikitext2_perplexity
+    from ablations.eval.wikitext import lines_from_pages, wikitext2_perplexity
 
     pages = [" = Title = \n \n Some text here . \n \n", " = Other = \n \n More words , and more . \n \n"] * 20
     write_jsonl(tmp_path / "wikitext" / "test.jsonl", [{"page": p} for p in pages])
@@ -128,7 +128,7 @@ def test_wikitext2_protocol_equals_reference(tmp_path, eval_model, eval_tokenize
 
 
 def test_lightning_ckpt_loads_same_model(tmp_path, eval_model, eval_tokenizer):
-    from ablations.eval_loading import load_for_eval, tokens_seen
+    from ablations.eval.loading import load_for_eval, tokens_seen
 
     ckpt = {
         "state_dict": {f"model.{k}": v for k, v in eval_model.state_dict().items()},
@@ -145,8 +145,8 @@ def test_lightning_ckpt_loads_same_model(tmp_path, eval_model, eval_tokenizer):
 
 
 def test_cli_writes_record_next_to_checkpoint(tmp_path, eval_model, eval_tokenizer):
-    from ablations.checkpoint import save_model_dir
     from ablations.evaluate import main
+    from ablations.model.checkpoint import save_model_dir
 
     data = tmp_path / "data"
     write_jsonl(data / "piqa" / "validation.jsonl", PIQA_ROWS)
@@ -167,9 +167,9 @@ def test_registered_model_name_and_triviaqa_fewshot_generation(tmp_path, eval_mo
     """`simple_evaluate(model="mobilellm", model_args="path=...")` works, incl. generate_until with shots."""
     import lm_eval
 
-    import ablations.lm_eval_adapter  # noqa: F401  (registers "mobilellm" with lm-eval)
-    from ablations.checkpoint import save_model_dir
-    from ablations.eval_tasks import task_manager, write_task_configs
+    import ablations.eval.adapter  # noqa: F401  (registers "mobilellm" with lm-eval)
+    from ablations.eval.tasks import task_manager, write_task_configs
+    from ablations.model.checkpoint import save_model_dir
 
     trivia = [
         {

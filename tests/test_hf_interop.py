@@ -8,10 +8,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ablations.checkpoint import load_model_dir, save_model_dir
-from ablations.hf_interop import ConversionError, export_llama, import_llama
-from ablations.model import MobileLLM
-from tests.conftest import small_config
+from ablations.model.architecture import MobileLLM
+from ablations.model.axes import FFN_KINDS, NORMS
+from ablations.model.checkpoint import load_model_dir, save_model_dir
+from ablations.model.config import ModelConfig
+from ablations.model.hf_interop import ConversionError, export_llama, import_llama
+from tests.conftest import AXES, small_config
 
 EXPORTABLE = {
     "gqa_tied": dict(),
@@ -104,10 +106,33 @@ def test_shared_model_exports_materialised_and_imports_back_shared(scheme: str, 
         assert logits_agree(back(tokens), model(tokens))
 
 
-def test_ungated_ffn_cannot_be_exported_as_llama(tmp_path: Path) -> None:
-    with pytest.raises(ConversionError, match="ffn_type='relu' cannot be exported"):
-        export_llama(MobileLLM(small_config(ffn_type="relu")), tmp_path)
-    assert not (tmp_path / "model.safetensors").exists()
+def exportable(cfg: ModelConfig) -> bool:
+    """LLaMA checkpoints hold a gated MLP with a known activation, and RMSNorm (the registries say which)."""
+    return FFN_KINDS[cfg.ffn_type].hf_hidden_act is not None and NORMS[cfg.norm_type].hf_exportable
+
+
+@pytest.mark.parametrize("axis", sorted(AXES))
+def test_every_axis_value_round_trips_through_transformers_or_is_refused(axis: str, tmp_path: Path) -> None:
+    cfg = small_config(**AXES[axis])
+    model = randomised(MobileLLM(cfg))
+    if not exportable(cfg):
+        with pytest.raises(ConversionError, match="cannot be exported"):
+            export_llama(model, tmp_path)
+        assert not (tmp_path / "model.safetensors").exists()
+        return
+    export_llama(model, tmp_path)
+    assert (
+        json.loads((tmp_path / "config.json").read_text())["hidden_act"]
+        == FFN_KINDS[cfg.ffn_type].hf_hidden_act
+    )
+    reference = LlamaForCausalLM.from_pretrained(tmp_path).eval()
+    back = import_llama(tmp_path).eval()
+    assert (back.config.ffn_type, back.config.norm_type) == (cfg.ffn_type, cfg.norm_type)
+    assert back.block_schedule == model.block_schedule
+    tokens = torch.randint(0, cfg.vocab_size, (2, 16))
+    with torch.no_grad():
+        assert logits_agree(reference(tokens).logits, model(tokens))
+        assert logits_agree(back(tokens), model(tokens))
 
 
 def test_unsupported_llama_features_are_named(tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ablations.eval_config import EvalConfig
-from ablations.evaluation import _task_metrics, run_lm_eval
+from ablations.eval.config import EvalConfig
+from ablations.eval.evaluation import _task_metrics, run_lm_eval
 from tests.eval_fixtures import BENCHMARKS
 
 pytestmark = pytest.mark.skipif(not BENCHMARKS.is_dir(), reason=f"{BENCHMARKS} absent")
@@ -19,7 +19,7 @@ def hf_results(export_dir, tokenizer, cfg: EvalConfig, work_dir) -> dict:
     from lm_eval.models.huggingface import HFLM
     from transformers import LlamaForCausalLM
 
-    from ablations.eval_tasks import task_manager, write_task_configs
+    from ablations.eval.tasks import task_manager, write_task_configs
 
     config_dir = write_task_configs(TASKS, work_dir / "hf_tasks", cfg.data_dir)
     hf = HFLM(pretrained=LlamaForCausalLM.from_pretrained(str(export_dir)), tokenizer=tokenizer, batch_size=4)
@@ -29,7 +29,7 @@ def hf_results(export_dir, tokenizer, cfg: EvalConfig, work_dir) -> dict:
 
 
 def test_adapter_matches_hf_model_on_exported_weights(tmp_path, eval_model, eval_tokenizer):
-    from ablations.hf_interop import export_llama
+    from ablations.model.hf_interop import export_llama
 
     export_llama(eval_model, tmp_path / "hf", eval_tokenizer)
     cfg = EvalConfig(tasks=TASKS, limit=4, data_dir=str(BENCHMARKS), batch_size=3, bootstrap_iters=0)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from lm_eval.api.instance import Instance
 
-from ablations.lm_eval_adapter import MobileLLMEvalLM
+from ablations.eval.adapter import MobileLLMEvalLM
 
 
 def request(kind: str, *args: object) -> Instance:

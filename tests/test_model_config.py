@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import pytest
+from hydra.errors import ConfigCompositionException
 
-from ablations.errors import ConfigError
-from ablations.hydra_config import compose_config, model_config_from
-from ablations.model_config import ModelConfig, block_schedule, derived_ffn_hidden
+from ablations.job.config import compose_config, job_config
+from ablations.model.axes import block_schedule
+from ablations.model.config import ModelConfig, derived_ffn_hidden
+from ablations.records.errors import ConfigError
 from tests.conftest import small_config
 
 
@@ -56,7 +58,8 @@ def test_optional_fields_resolve_to_the_concrete_shape() -> None:
         (dict(n_heads=4, n_kv_heads=3), "n_heads (4) must be divisible by n_kv_heads (3)"),
         (dict(dim=60, n_heads=4, n_kv_heads=4), "head_dim (15) must be even"),
         (dict(head_dim=15), "head_dim (15) must be even"),
-        (dict(ffn_type="geglu"), "ffn_type must be one of"),
+        (dict(ffn_type="swish"), "ffn_type must be one of"),
+        (dict(norm_type="batchnorm"), "norm_type must be one of"),
         (dict(sharing_scheme="cycle"), "sharing_scheme must be one of"),
         (
             dict(sharing_scheme="immediate", sharing_repeats=0),
@@ -98,7 +101,7 @@ PRESETS = {
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_presets_compose_to_the_released_configs(preset: str) -> None:
     for name, sharing in ((preset, ("none", 1)), (f"{preset}_ls", ("immediate", 2))):
-        cfg = model_config_from(compose_config([f"model={name}"]))
+        cfg = job_config(compose_config([f"model={name}"])).model
         shape = (cfg.n_layers, cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.ffn_hidden)
         assert shape == PRESETS[preset]
         assert (cfg.vocab_size, cfg.share_embeddings, cfg.max_seq_len, cfg.head_dim) == (
@@ -113,4 +116,13 @@ def test_presets_compose_to_the_released_configs(preset: str) -> None:
 def test_overrides_are_validated_when_composed() -> None:
     cfg = compose_config(["model=mobilellm_125m", "model.n_kv_heads=2"])
     with pytest.raises(ConfigError, match=r"n_heads \(9\) must be divisible by n_kv_heads \(2\)"):
-        model_config_from(cfg)
+        job_config(cfg)
+
+
+def test_a_misspelt_key_in_a_preset_yaml_is_refused_at_compose_time(tmp_path) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "typo.yaml").write_text("defaults:\n  - tiny\n  - _self_\n\nn_layrs: 3\n")
+    with pytest.raises(
+        ConfigCompositionException, match=r"In 'model/typo'.*\n.*Key 'n_layrs' not in 'ModelConfig'"
+    ):
+        compose_config([f"hydra.searchpath=[file://{tmp_path}]", "model=typo"])

@@ -15,9 +15,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from ablations.hydra_config import compose_config
-from ablations.job import run_job
-from ablations.results import read_record
+from ablations.job.config import compose_config
+from ablations.job.stages import run_job
+from ablations.records.errors import TrialPruned
+from ablations.records.result import read_result
 from tests.test_sweeps import run_multirun
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ def search(tmp_path: Path, storage: str | None, *extra: str) -> subprocess.Compl
         # fixed here, so each test searches only the axes it names
         "model.n_layers=1",
         "model.n_kv_heads=1",
-        "search.gqa_ratio=1",
+        "tables.search.gqa_ratio=1",
         "model.ffn_type=swiglu",
         "model.ffn_multiplier=null",
         "model.share_embeddings=true",
@@ -119,9 +120,9 @@ def test_a_trial_is_pruned_from_the_validation_losses_it_reports(tmp_path: Path)
             "optuna.n_startup_trials=1",
         ]
     )
-    with pytest.raises(optuna.TrialPruned):
+    with pytest.raises(TrialPruned):
         run_job(cfg, tmp_path / "trial1", name="trial1")
-    assert read_record(tmp_path / "trial1")["status"] == "pruned"
+    assert read_result(tmp_path / "trial1")["status"] == "pruned"
     trial = optuna.load_study(study_name="prune", storage=storage).trials[1]
     assert list(trial.intermediate_values) == [2]  # reported at the first validation, then stopped
 

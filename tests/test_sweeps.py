@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ablations.budget import count_params
-from ablations.hydra_config import compose_config, model_config_from
-from ablations.sweep import skip_reason
+from ablations.job.config import compose_config, job_config
+from ablations.model.budget import count_params
+from ablations.search.sweep import skip_reason
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted(p.stem for p in (REPO / "sweeps" / "sweep").glob("*.yaml"))
@@ -32,7 +32,7 @@ def variants(sweep: str, scale: str) -> list[list[str]]:
 
 def model_of(overrides: list[str]):
     cfg = compose_config(overrides)
-    return cfg, model_config_from(cfg)
+    return cfg, job_config(cfg).model
 
 
 def test_the_paper_tables_and_figures_each_have_a_sweep() -> None:
@@ -57,7 +57,7 @@ def test_every_variant_composes_to_a_valid_model_or_a_logged_skip(sweep: str, sc
         cfg = compose_config(overrides)
         if skip_reason(cfg) is not None:
             continue
-        model = model_config_from(cfg)
+        model = job_config(cfg).model
         seen += 1
         assert cfg.sweep == sweep and cfg.axes.budget
         if scale == "smoke":
@@ -100,15 +100,17 @@ def test_depth_width_smoke_keeps_the_depth_axis() -> None:
     assert paper == smoke and 4 in paper and 62 in paper
 
 
-def test_ffn_sweep_matches_relu_to_swiglu_parameters() -> None:
+def test_ffn_sweep_matches_every_ffn_to_swiglu_parameters() -> None:
     relu = model_of(["+sweep=ffn_type", "axes.ffn_type=relu"])[1]
     swiglu = model_of(["+sweep=ffn_type", "axes.ffn_type=swiglu"])[1]
+    geglu = model_of(["+sweep=ffn_type", "axes.ffn_type=geglu"])[1]
     assert (relu.ffn_type, relu.ffn_hidden, swiglu.ffn_hidden) == (
         "relu",
         3072,
         2048,
     )  # 2·768·3072 = 3·768·2048
-    assert count_params(relu).total == count_params(swiglu).total
+    assert (geglu.ffn_type, geglu.ffn_hidden) == ("geglu", 2048)  # gated: three matrices, like SwiGLU
+    assert count_params(relu).total == count_params(swiglu).total == count_params(geglu).total
 
 
 def test_emb_share_gives_table_1s_three_sizes() -> None:
@@ -130,7 +132,7 @@ def test_roadmap_steps_end_at_mobilellm_125m() -> None:
     }
     assert (steps["deeper"].n_layers, steps["deeper"].dim) == (30, 512)
     assert steps["emb_share"].dim == 512 and steps["emb_share"].share_embeddings
-    mobilellm = model_config_from(compose_config(["model=mobilellm_125m"]))
+    mobilellm = job_config(compose_config(["model=mobilellm_125m"])).model
     assert count_params(steps["gqa"]).total == count_params(mobilellm).total == 124_635_456
     assert steps["layer_share"].block_schedule[:4] == (0, 0, 1, 1)
 
@@ -138,10 +140,10 @@ def test_roadmap_steps_end_at_mobilellm_125m() -> None:
 @pytest.mark.parametrize("size", ["125m", "350m", "600m", "1b", "1.5b"])
 def test_final_sweep_is_the_model_presets(size: str) -> None:
     budget = size.upper()
-    preset = model_config_from(compose_config([f"model=mobilellm_{size}"]))
+    preset = job_config(compose_config([f"model=mobilellm_{size}"])).model
     for family, preset_name in (("mobilellm", f"mobilellm_{size}"), ("mobilellm_ls", f"mobilellm_{size}_ls")):
         cfg, model = model_of(["+sweep=final", f"axes.budget={budget}", f"axes.family={family}"])
-        expected = model_config_from(compose_config([f"model={preset_name}"]))
+        expected = job_config(compose_config([f"model={preset_name}"])).model
         assert model == expected and cfg.train.tokens == 1_006_632_960_000
     assert count_params(preset).total > 0
 

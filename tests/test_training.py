@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablations.callbacks import read_metrics
-from ablations.checkpoint import load_model_dir
-from ablations.hydra_config import compose_config
-from ablations.job import run_job
-from ablations.results import read_record
+from ablations.job.config import compose_config
+from ablations.job.stages import run_job
+from ablations.model.checkpoint import load_model_dir
+from ablations.records.metrics import read_metrics
+from ablations.records.result import read_result
 
 # 8 windows of 64 tokens per step: fast on 2 cores, long enough to learn
 SMALL = [
@@ -56,7 +56,7 @@ def test_smoke_training_lowers_the_loss_and_records_the_run(tmp_path: Path) -> N
     )
     record = run_job(cfg, tmp_path, name="tiny")
     assert record["status"] == "complete"
-    saved = read_record(tmp_path)
+    saved = read_result(tmp_path)
     assert saved["status"] == "complete" and saved["error"] is None
     assert saved["tokens_seen"] == 60 * 8 * 64 and saved["train"]["steps"] == 60
     assert saved["params"]["total"] == sum(p.numel() for p in load_model_dir(tmp_path / "model").parameters())
@@ -92,7 +92,7 @@ def test_resume_from_a_mid_run_checkpoint_repeats_the_same_losses(tmp_path: Path
     # rows are keyed by the 0-based index of the optimizer step: 5..11 are the steps after the checkpoint
     assert sorted(uninterrupted) == list(range(12)) and sorted(continued) == list(range(5, 12))
     assert [continued[s] for s in range(5, 12)] == [uninterrupted[s] for s in range(5, 12)]
-    assert read_record(resumed)["tokens_seen"] == read_record(full)["tokens_seen"] == 12 * 8 * 64
+    assert read_result(resumed)["tokens_seen"] == read_result(full)["tokens_seen"] == 12 * 8 * 64
 
 
 def test_diverging_loss_stops_the_job_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_diverging_loss_stops_the_job_and_keeps_the_last_good_checkpoint(tmp_pat
     )
     with pytest.raises(RuntimeError, match="non-finite gradient norm"):
         run_job(cfg, tmp_path, name="diverging")
-    record = read_record(tmp_path)
+    record = read_result(tmp_path)
     assert record["status"] == "diverged" and "diverged" in record["error"]
     kept = sorted((tmp_path / "checkpoints").glob("step-*.ckpt"))
     assert kept, "the last good checkpoint is kept"
@@ -119,7 +119,7 @@ def test_diverging_loss_stops_the_job_and_keeps_the_last_good_checkpoint(tmp_pat
 
 
 def test_config_errors_are_recorded_before_anything_is_built(tmp_path: Path) -> None:
-    from ablations.errors import ConfigError
+    from ablations.records.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"n_heads \(4\) must be divisible by n_kv_heads \(3\)"):
         run_job(compose_config([*SMALL, "model.n_kv_heads=3"]), tmp_path, name="bad")

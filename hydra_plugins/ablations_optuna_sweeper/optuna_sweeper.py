@@ -29,6 +29,11 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from ablations.job.config import job_config
+from ablations.model.budget import count_params, flops_per_token
+from ablations.records.errors import ConfigError
+from ablations.records.result import read_result
+
 from .config import AblationsOptunaSweeperConf  # noqa: F401  (registers hydra/sweeper=ablations_optuna)
 
 log = logging.getLogger(__name__)
@@ -188,23 +193,19 @@ class AblationsOptunaSweeper(Sweeper):
 
     def infeasible(self, overrides: list[str]) -> str | None:
         """Why a trial's config is over budget or invalid, from its composed config alone (no training)."""
-        from ablations.budget import count_params, flops_per_token
-        from ablations.errors import ConfigError
-        from ablations.hydra_config import model_config_from
-        from ablations.sweep import apply_solve
-
         try:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            model_cfg = model_config_from(apply_solve(cfg))
+            job = job_config(cfg)
         except ConfigError as error:
             return f"invalid config: {error}"
+        model_cfg = job.model
         total = count_params(model_cfg).total
         if self.conf.max_params is not None and total > int(self.conf.max_params):
             return f"{total:,} parameters > budget {int(self.conf.max_params):,}"
         if self.conf.min_params is not None and total < int(self.conf.min_params):
             return f"{total:,} parameters < minimum {int(self.conf.min_params):,}"
         if self.conf.max_flops_per_token is not None:
-            seq_len = cfg.train.get("seq_len") or model_cfg.max_seq_len
+            seq_len = job.train.seq_len or model_cfg.max_seq_len
             flops = flops_per_token(model_cfg, seq_len)
             if flops > float(self.conf.max_flops_per_token):
                 return f"{flops:,} FLOPs/token > budget {float(self.conf.max_flops_per_token):,.0f}"
@@ -246,10 +247,13 @@ def _launched(study: optuna.Study) -> int:
 
 def _record_of(job: Any) -> dict[str, Any] | None:
     try:
-        path = Path(job.hydra_cfg.hydra.runtime.output_dir) / "result.json"
+        run_dir = Path(job.hydra_cfg.hydra.runtime.output_dir)
     except Exception:  # the launcher returned no config: nothing ran
         return None
-    return json.loads(path.read_text()) if path.is_file() else None
+    try:
+        return read_result(run_dir)
+    except ValueError:  # an unreadable record: the trial failed
+        return None
 
 
 def _objectives(record: dict[str, Any] | None, names: Sequence[str]) -> list[float] | None:

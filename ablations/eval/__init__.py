@@ -1,0 +1,11 @@
+"""Scoring a model with lm-eval (and the MobileLLM WikiText-2 protocol), and the evaluation record.
+
+- `config`: `EvalConfig` (the `conf/eval/` group). Torch-free.
+- `tasks`: the task suite (lm-eval's YAMLs included, data source overridden for offline data).
+- `loading`: checkpoint → (model, tokenizer): native dir, HF export, Lightning `.ckpt`.
+- `adapter`: the lm-eval model `mobilellm` (batched log-likelihoods, rolling, generate_until).
+- `wikitext`: WikiText-2 perplexity in the MobileLLM protocol.
+- `evaluation`: `run_evaluation` / `evaluate_checkpoint`, per-sample files, `eval_result.json`.
+
+May import: `ablations.records`, `ablations.model`. Not training code: a checkpoint is read as a file.
+"""

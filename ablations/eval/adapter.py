@@ -1,0 +1,204 @@
+"""lm-eval's model interface for our checkpoints: `lm_eval.simple_evaluate(model="mobilellm", ...)`.
+
+Tokenisation, BOS handling, the context/continuation split (`TemplateLM._encode_pair`: encode the whole
+string, cut at the context's length, so a token spanning the join never breaks a request), request
+ordering and the one-token-continuation logits cache follow lm-eval's own `hf` model, so both give the
+same scores on the same weights. What is faster: no HF wrapper, and the vocabulary projection and
+log-softmax run only on the continuation positions instead of every padded position.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lm_eval import utils as lm_utils
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from lm_eval.models.utils import Collator, handle_stop_sequences
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
+from tqdm import tqdm
+
+from ablations.eval.loading import load_for_eval
+from ablations.model.architecture import KVCache, MobileLLM, sample_next_token
+
+log = logging.getLogger(__name__)
+DEFAULT_MAX_GEN_TOKS = 256
+
+
+@register_model("mobilellm")
+class MobileLLMEvalLM(TemplateLM):
+    """Scores a `MobileLLM` with lm-eval; built from `path=` (any checkpoint `load_for_eval` reads) or
+    in-process from `model=` and `tokenizer=` (what the training job passes)."""
+
+    def __init__(
+        self,
+        path: str | None = None,
+        model: MobileLLM | None = None,
+        tokenizer: Any = None,
+        batch_size: int | str = 16,
+        device: str | None = None,
+        max_length: int | None = None,
+        max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
+        **_: Any,  # lm-eval passes max_batch_size and friends to every model
+    ) -> None:
+        super().__init__()
+        self._warned_truncation = False
+        if model is None:
+            if path is None:
+                raise ValueError("MobileLLMEvalLM needs `path=` or `model=` and `tokenizer=`")
+            model, tokenizer = load_for_eval(path)
+        if tokenizer is None:
+            raise ValueError("MobileLLMEvalLM needs the model's tokenizer")
+        self._device = torch.device(device or "cpu")
+        self.model = model.to(self._device).eval()
+        self.tokenizer = tokenizer
+        # "auto" (lm-eval's adaptive batch size) has no meaning here; fall back to the default
+        self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16
+        self._max_length = int(max_length or model.config.max_seq_len)
+        self.max_gen_toks = int(max_gen_toks)
+
+    # ---------------------------------------------------------------- tokenizer conventions (as `hf`)
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        bos = self.tokenizer.bos_token_id
+        return bos if bos is not None else self.tokenizer.eos_token_id
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
+        """The tokenizer's own special-token rule (BOS if it adds one), unless told; never a second BOS."""
+        special = {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
+        bos_text = self.tokenizer.decode(self.prefix_token_id)
+        if add_special_tokens is None and bos_text and string.startswith(bos_text):
+            special = {"add_special_tokens": False}
+        return self.tokenizer.encode(string, **special)
+
+    def tok_decode(self, tokens: list[int], skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens)
+
+    # ---------------------------------------------------------------- scoring
+    @torch.inference_mode()
+    def _continuation_logprobs(self, tokens: Tensor, spans: list[tuple[int, int]]) -> list[Tensor]:
+        """Log-softmax rows [end-start, vocab] predicting each span's tokens; projects only those rows."""
+        hidden = self.model.hidden_states(tokens)
+        rows = [hidden[i, start - 1 : end - 1] for i, (start, end) in enumerate(spans)]
+        logits = F.linear(torch.cat(rows), self.model.output_weight).float()
+        return list(F.log_softmax(logits, dim=-1).split([end - start for start, end in spans]))
+
+    def _loglikelihood_tokens(
+        self, requests: list[tuple[Any, list[int], list[int]]], disable_tqdm: bool = False, **_: Any
+    ) -> list[tuple[float, bool]]:
+        """(log p(continuation | context), is-greedy) per request, batched longest first."""
+
+        def by_length(req: tuple[Any, list[int], list[int]]) -> tuple[int, tuple[int, ...]]:
+            toks = req[1] + req[2]
+            return -len(toks), tuple(toks)
+
+        # requests sharing context + continuation[:-1] (e.g. one-token answers) are scored once
+        ordered = Collator(
+            requests, sort_fn=by_length, group_by="contexts", group_fn=lambda r: r[1] + r[2][:-1]
+        )
+        results: list[tuple[float, bool]] = []
+        progress = tqdm(total=len(requests), disable=disable_tqdm, desc="mobilellm loglikelihood")
+        for chunk in ordered.get_batched(n=self.batch_size):
+            inputs, spans = [], []
+            for _, context, continuation in chunk:
+                # too long: drop tokens from the left; the last token is only ever a target
+                window = (context + continuation)[-(self.max_length + 1) :][:-1]
+                scored = min(len(continuation), len(window))  # a continuation longer than the window:
+                if scored < len(continuation) and not self._warned_truncation:  # its last max_length tokens
+                    log.warning("continuations longer than max_length=%d are scored on their last %d tokens",
+                                self.max_length, self.max_length)  # fmt: skip
+                    self._warned_truncation = True
+                inputs.append(torch.tensor(window, dtype=torch.long))
+                spans.append((len(window) - scored + 1, len(window) + 1))
+            batch = pad_sequence(inputs, batch_first=True)  # right padding: causal rows never see it
+            logprobs = self._continuation_logprobs(batch.to(self._device), spans)
+            for (request, context, continuation), rows in zip(chunk, logprobs, strict=True):
+                rows = rows.unsqueeze(0)  # [1, cont, vocab]
+                greedy = rows.argmax(dim=-1)
+                for request_str, cont, cont_rows in ordered.get_cache(
+                    req_str=request, cxt_toks=context, cont_toks=continuation, logits=rows
+                ):
+                    target = torch.tensor(cont[-cont_rows.shape[1] :], dtype=torch.long, device=self._device)
+                    target = target.unsqueeze(0)
+                    is_greedy = bool((greedy[:, -target.shape[1] :] == target).all())
+                    logprob = float(torch.gather(cont_rows, 2, target.unsqueeze(-1)).sum())
+                    results.append((logprob, is_greedy))
+                    if request_str is not None:
+                        self.cache_hook.add_partial("loglikelihood", request_str, (logprob, is_greedy))
+                    progress.update(1)
+        progress.close()
+        return ordered.get_original(results)
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        """Total log-likelihood of each whole text: disjoint max_length windows, as lm-eval's `hf` does."""
+        windows, owner = [], []
+        for index, (text,) in enumerate(req.args for req in requests):
+            token_windows = lm_utils.get_rolling_token_windows(
+                token_list=self.tok_encode(text),
+                prefix_token=self.prefix_token_id,
+                max_seq_len=self.max_length,
+                context_len=1,
+            )
+            for context, continuation in map(lm_utils.make_disjoint_window, token_windows):
+                windows.append((None, context, continuation))
+                owner.append(index)
+        scores = self._loglikelihood_tokens(windows, disable_tqdm=disable_tqdm)
+        totals = [0.0] * len(requests)
+        for index, (logprob, _) in zip(owner, scores, strict=True):
+            totals[index] += logprob
+        for req, total in zip(requests, totals, strict=True):
+            self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
+        return totals
+
+    # ---------------------------------------------------------------- generation
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        """Greedy (or sampled, if asked) continuation through the KV cache until a stop string."""
+        eos = self.tok_decode([self.eot_token_id], skip_special_tokens=False)
+        outputs = []
+        for req in tqdm(requests, disable=disable_tqdm, desc="mobilellm generate_until"):
+            context, gen_kwargs = req.args
+            kwargs = dict(gen_kwargs)
+            until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
+            max_new = min(int(kwargs.pop("max_gen_toks", self.max_gen_toks)), self.max_length - 1)
+            temperature = float(kwargs.pop("temperature", 0.0)) if kwargs.pop("do_sample", False) else 0.0
+            prompt = self.tok_encode(context)[-(self.max_length - max_new) :]
+            text = self._generate(prompt, max_new, until, temperature)
+            outputs.append(text)
+            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+        return outputs
+
+    @torch.inference_mode()
+    def _generate(self, prompt: list[int], max_new: int, until: list[str], temperature: float) -> str:
+        param = self.model.embed_tokens.weight
+        cache = KVCache.empty(self.model.config, 1, len(prompt) + max_new, self._device, param.dtype)
+        step = torch.tensor([prompt], dtype=torch.long, device=self._device)
+        new_tokens: list[int] = []
+        text = ""
+        for _ in range(max_new):
+            logits = self.model(step, cache)[:, -1].float()
+            step = sample_next_token(logits, temperature)
+            if step.item() == self.eot_token_id:
+                break
+            new_tokens.append(int(step.item()))
+            text = self.tok_decode(new_tokens)
+            if any(stop in text for stop in until):
+                break
+        for stop in until:  # cut at the first stop string, as lm-eval's `hf` does
+            text = text.split(stop)[0]
+        return text

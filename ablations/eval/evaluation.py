@@ -1,0 +1,166 @@
+"""Evaluation stage: score a model on lm-eval tasks (and the MobileLLM WikiText-2 protocol), write the record.
+
+    run_evaluation(model, tokenizer, eval_cfg, out_dir) -> the record's "eval" section
+    evaluate_checkpoint(path, eval_cfg, out_dir=None) -> the whole record, written to <out_dir>/eval_result.json
+
+Per-sample outputs go to `<out_dir>/eval_samples/<task>.jsonl` (one line per doc with its doc_id and 0/1
+metrics) so the analysis package can bootstrap confidence intervals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from ablations.eval.adapter import MobileLLMEvalLM
+from ablations.eval.config import EvalConfig
+from ablations.eval.loading import load_for_eval, tokens_seen
+from ablations.eval.tasks import WIKITEXT_MOBILELLM, task_manager, write_task_configs
+from ablations.eval.wikitext import wikitext2_perplexity
+from ablations.model.architecture import MobileLLM
+from ablations.model.budget import count_params, flops_per_token
+from ablations.records.atomic import atomic_write_text
+from ablations.records.result import SCHEMA_VERSION, package_versions
+
+SAMPLES_DIR = "eval_samples"
+EVAL_RESULT_FILE = "eval_result.json"
+
+
+def go_offline() -> None:
+    """No network from datasets/hub in this process (local task data needs none)."""
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    # heavy (datasets ~1 s); imported here to switch them to offline mode just before scoring
+    import datasets
+    import huggingface_hub.constants
+
+    datasets.config.HF_DATASETS_OFFLINE = True
+    datasets.config.HF_HUB_OFFLINE = True
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+
+
+def paper_average(tasks: dict[str, dict[str, float]], metric_of: dict[str, str]) -> float | None:
+    """Mean of `metric_of[task]` over the listed tasks that were scored; None if none was."""
+    values = [tasks[t][m] for t, m in metric_of.items() if t in tasks and m in tasks[t]]
+    return sum(values) / len(values) if values else None
+
+
+def _task_metrics(raw: dict[str, Any]) -> dict[str, float]:
+    """lm-eval's `{"acc,none": x, "acc_stderr,none": s}` → `{"acc": x, "acc_stderr": s}` (one filter)."""
+    metrics = {}
+    for key, value in raw.items():
+        name, _, _filter = key.partition(",")
+        if _filter and isinstance(value, (int, float)):
+            metrics[name] = float(value)
+    return metrics
+
+
+def _sample_line(sample: dict[str, Any], metric_names: list[str]) -> dict[str, Any]:
+    line = {"doc_id": int(sample["doc_id"])}
+    for name in metric_names:
+        value = sample.get(name)
+        # 0/1 accuracies as ints; perplexity parts (loglikelihood, weight) as they come
+        line[name] = int(value) if isinstance(value, float) and value in (0.0, 1.0) else value
+    line["target"] = sample.get("target")
+    line["resps"] = sample.get("filtered_resps")
+    return line
+
+
+def _write_jsonl(path: Path, lines: list[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(line, default=str) + "\n" for line in lines)
+    atomic_write_text(path, text)
+
+
+def run_lm_eval(model: MobileLLM, tokenizer: Any, cfg: EvalConfig, tasks: list[str], work_dir: Path) -> dict:
+    """lm-eval's `simple_evaluate` on our adapter for `tasks`, from generated task configs in `work_dir`."""
+    import lm_eval  # its evaluator pulls in datasets and evaluate: seconds, only when scoring
+
+    config_dir = write_task_configs(tasks, work_dir / "task_configs", cfg.data_dir, cfg.num_fewshot)
+    adapter = MobileLLMEvalLM(model=model, tokenizer=tokenizer, batch_size=cfg.batch_size, device=cfg.device)
+    return lm_eval.simple_evaluate(
+        model=adapter,
+        tasks=tasks,
+        limit=cfg.limit,
+        task_manager=task_manager(config_dir),
+        bootstrap_iters=cfg.bootstrap_iters,
+        log_samples=True,
+    )
+
+
+def run_evaluation(model: MobileLLM, tokenizer: Any, cfg: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Score `model` on `cfg.tasks`; write per-sample files; return the record's "eval" section."""
+    out = Path(out_dir)
+    if cfg.data_dir is not None:
+        go_offline()
+    section: dict[str, Any] = {
+        "tasks": {},
+        "samples_dir": SAMPLES_DIR,
+        "lm_eval_version": version("lm_eval"),
+        "task_versions": {},
+        "limit": cfg.limit,
+        "data_dir": cfg.data_dir,
+    }
+    lm_tasks = [t for t in cfg.tasks if t != WIKITEXT_MOBILELLM]
+    if lm_tasks:
+        with tempfile.TemporaryDirectory() as work:
+            results = run_lm_eval(model, tokenizer, cfg, lm_tasks, Path(work))
+        for task in lm_tasks:
+            section["tasks"][task] = _task_metrics(results["results"][task])
+            section["task_versions"][task] = results["versions"][task]
+            metric_names = [m for m in section["tasks"][task] if not m.endswith("_stderr")]
+            lines = [_sample_line(s, metric_names) for s in results["samples"][task]]
+            _write_jsonl(out / SAMPLES_DIR / f"{task}.jsonl", lines)
+    if WIKITEXT_MOBILELLM in cfg.tasks:
+        ppl = wikitext2_perplexity(model, tokenizer, cfg.data_dir, cfg.wikitext_window, cfg.limit)
+        losses = ppl.pop("window_losses")
+        section["tasks"][WIKITEXT_MOBILELLM] = ppl
+        section["task_versions"][WIKITEXT_MOBILELLM] = "mobilellm-eval.py"
+        lines = [{"doc_id": i, "mean_nll": loss} for i, loss in enumerate(losses)]
+        _write_jsonl(out / SAMPLES_DIR / f"{WIKITEXT_MOBILELLM}.jsonl", lines)
+    section["paper_avg_metric"] = {t: m for t, m in cfg.paper_avg_metric.items() if t in section["tasks"]}
+    section["paper_avg"] = paper_average(section["tasks"], cfg.paper_avg_metric)
+    return section
+
+
+def build_record(
+    model: MobileLLM, eval_section: dict[str, Any], eval_cfg: EvalConfig, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The evaluation record: config, parameter/FLOP counts, tokens seen, eval section, versions."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "config": {"model": model.config.to_dict(), "eval": dataclasses.asdict(eval_cfg), **(extra or {})},
+        "params": count_params(model.config).as_dict(),
+        "flops_per_token": flops_per_token(model.config),
+        "tokens_seen": (extra or {}).get("tokens_seen"),
+        "eval": eval_section,
+        "versions": {**package_versions(), "tasks": eval_section["task_versions"]},
+    }
+
+
+def write_eval_record(record: dict[str, Any], out_dir: str | Path) -> Path:
+    """`<out_dir>/eval_result.json`, written atomically."""
+    path = Path(out_dir) / EVAL_RESULT_FILE
+    atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
+    return path
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    cfg: EvalConfig,
+    out_dir: str | Path | None = None,
+    tokenizer_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Load a checkpoint (native dir, HF export or Lightning .ckpt), evaluate it, write the record next to it."""
+    src = Path(path)
+    out = Path(out_dir) if out_dir is not None else (src if src.is_dir() else src.parent)
+    model, tokenizer = load_for_eval(src, tokenizer_dir, cfg.device)
+    section = run_evaluation(model, tokenizer, cfg, out)
+    extra = {"checkpoint": str(src.resolve()), "tokens_seen": tokens_seen(src)}
+    record = build_record(model, section, cfg, extra)
+    write_eval_record(record, out)
+    return record

@@ -1,0 +1,87 @@
+"""Loading a model and its tokenizer for evaluation from any checkpoint form the platform writes.
+
+- a native model directory (`ablations.checkpoint.save_model_dir`: `model_config.json` + safetensors),
+- a Hugging Face LLaMA export (`config.json` + safetensors, `ablations.hf_interop.export_llama`),
+- a Lightning `.ckpt` whose `state_dict` keys are `model.<our keys>` and whose
+  `hyper_parameters["model_config"]` is the ModelConfig dict (the training module saves that way).
+
+The tokenizer is read with `AutoTokenizer.from_pretrained` from the model directory, or for a `.ckpt` from
+its folder or the folder above (where the training job keeps the tokenizer), unless given explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ablations.model.architecture import MobileLLM
+from ablations.model.checkpoint import load_model_dir
+from ablations.model.config import ModelConfig
+from ablations.model.hf_interop import import_llama
+
+LIGHTNING_PREFIX = "model."
+
+
+def load_lightning_ckpt(path: str | Path, device: str | torch.device = "cpu") -> tuple[MobileLLM, dict]:
+    """The MobileLLM inside a Lightning checkpoint, and the checkpoint dict (for step / tokens seen)."""
+    ckpt = torch.load(str(path), map_location=device, weights_only=True)
+    hparams = ckpt.get("hyper_parameters") or {}
+    if "model_config" not in hparams:
+        raise ValueError(f"{path}: hyper_parameters['model_config'] is missing; cannot rebuild the model")
+    cfg = ModelConfig.from_dict(dict(hparams["model_config"]))
+    state = {
+        key.removeprefix(LIGHTNING_PREFIX): value
+        for key, value in ckpt["state_dict"].items()
+        if key.startswith(LIGHTNING_PREFIX)
+    }
+    model = MobileLLM(cfg)
+    model.load_state_dict(state, strict=True)
+    return model, ckpt
+
+
+def find_tokenizer_dir(ckpt: Path) -> Path:
+    """The folder holding the tokenizer of a checkpoint: the checkpoint dir itself, or next to a `.ckpt`."""
+    candidates = [ckpt] if ckpt.is_dir() else [ckpt.parent, ckpt.parent.parent]
+    for folder in candidates:
+        if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
+            return folder
+    raise FileNotFoundError(
+        f"no tokenizer found for {ckpt} (looked for tokenizer.json in {', '.join(map(str, candidates))}); "
+        "pass tokenizer=DIR"
+    )
+
+
+def load_for_eval(
+    path: str | Path, tokenizer_dir: str | Path | None = None, device: str | torch.device = "cpu"
+) -> tuple[MobileLLM, Any]:
+    """(model in eval mode, tokenizer) from a native model dir, an HF LLaMA export or a Lightning `.ckpt`."""
+    from transformers import AutoTokenizer  # heavy (~2 s): only when a checkpoint is loaded
+
+    src = Path(path)
+    if src.is_file() and src.suffix == ".ckpt":
+        model, _ = load_lightning_ckpt(src, device)
+    elif (src / "model_config.json").is_file():
+        model = load_model_dir(src, device)
+    elif (src / "config.json").is_file():
+        model = import_llama(src).to(device)
+    else:
+        raise FileNotFoundError(
+            f"{src} is not a checkpoint: expected a .ckpt file, a model directory (model_config.json) "
+            "or a Hugging Face LLaMA export (config.json)"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir or find_tokenizer_dir(src)))
+    return model.eval(), tokenizer
+
+
+def tokens_seen(path: str | Path) -> int | None:
+    """Training tokens recorded in a Lightning checkpoint (`tokens_seen` at top level or in loops), if any."""
+    src = Path(path)
+    if not (src.is_file() and src.suffix == ".ckpt"):
+        return None
+    ckpt = torch.load(str(src), map_location="cpu", weights_only=True, mmap=True)
+    for holder in (ckpt, ckpt.get("hyper_parameters") or {}):
+        if "tokens_seen" in holder:
+            return int(holder["tokens_seen"])
+    return None

@@ -1,0 +1,170 @@
+"""The evaluation task suite: lm-eval's own task definitions, pointed at local data when offline.
+
+Every task we score is one of lm-eval's YAML tasks (prompts, choices, metrics untouched). For each run we
+write a tiny YAML per task that `include:`s the installed lm-eval definition and overrides only the data
+source (and the few-shot count), then load them with `TaskManager(include_path=..., include_defaults=False)`
+— no 5 s index of lm-eval's 10k task files, and no task can silently come from somewhere else.
+
+With `data_dir`, task `t` reads `data_dir/<folder>/<split>.jsonl` (Hugging Face column layout, the layout of
+`../shared/benchmarks/`); a missing file raises `MissingTaskData` naming the task and the file.
+`python -m ablations.eval_tasks DIR [task ...]` fills such a folder from the hub once (needs internet).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Our task name for the MobileLLM WikiText-2 protocol (computed by `ablations.wikitext_ppl`, not lm-eval).
+WIKITEXT_MOBILELLM = "wikitext2_mobilellm"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One scored task: which lm-eval YAML it includes and which local files stand in for the hub."""
+
+    lm_eval_yaml: str
+    """Path of the task definition inside the installed `lm_eval/tasks/` package."""
+    splits: tuple[str, ...]
+    """Splits read from `data_dir/<folder>/<split>.jsonl`: the scored split, plus `train` for few-shot."""
+    folder: str
+    """Folder under `data_dir` (tasks that differ only in shots share one)."""
+    num_fewshot: int | None = None
+    """Fixed shot count (TriviaQA 1/5/64); None takes `eval.num_fewshot`."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Extra YAML keys, e.g. RACE's `dataset_name: middle` (lm-eval ships only `high`)."""
+
+
+def _spec(yaml_path: str, split: str, folder: str, **kw: Any) -> TaskSpec:
+    return TaskSpec(yaml_path, (split,), folder, **kw)
+
+
+TASKS: dict[str, TaskSpec] = {
+    "arc_easy": _spec("arc/arc_easy.yaml", "test", "arc_easy"),
+    "arc_challenge": _spec("arc/arc_challenge.yaml", "test", "arc_challenge"),
+    "boolq": _spec("super_glue/boolq/default.yaml", "validation", "boolq"),
+    "piqa": _spec("piqa/piqa.yaml", "validation", "piqa"),
+    "social_iqa": _spec("siqa/siqa.yaml", "validation", "social_iqa"),
+    "hellaswag": _spec("hellaswag/hellaswag.yaml", "validation", "hellaswag"),
+    "openbookqa": _spec("openbookqa/openbookqa.yaml", "test", "openbookqa"),
+    "winogrande": _spec("winogrande/default.yaml", "validation", "winogrande"),
+    "wikitext": _spec("wikitext/wikitext.yaml", "test", "wikitext"),
+    "triviaqa": _spec("triviaqa/default.yaml", "validation", "triviaqa", num_fewshot=0),
+    **{
+        f"triviaqa_{k}shot": TaskSpec("triviaqa/default.yaml", ("validation", "train"), "triviaqa", k)
+        for k in (1, 5, 64)
+    },
+    "race_high": _spec("race/race.yaml", "test", "race_high", overrides={"dataset_name": "high"}),
+    "race_middle": _spec("race/race.yaml", "test", "race_middle", overrides={"dataset_name": "middle"}),
+}
+
+# The paper's zero-shot columns, in its table order.
+PAPER_ZERO_SHOT = (
+    "arc_easy",
+    "arc_challenge",
+    "boolq",
+    "piqa",
+    "social_iqa",
+    "hellaswag",
+    "openbookqa",
+    "winogrande",
+)
+
+KNOWN_TASKS = (*TASKS, WIKITEXT_MOBILELLM)
+
+
+class MissingTaskData(FileNotFoundError):
+    """A task's local data file is absent under `eval.data_dir`."""
+
+    def __init__(self, task: str, path: Path, data_dir: Path) -> None:
+        super().__init__(
+            f"eval task {task!r}: expected local data file {path} (eval.data_dir={data_dir}) but it does not "
+            f"exist. Fill it from the hub once with `python -m ablations.eval_tasks {data_dir} {task}` on a "
+            f"machine with internet, or drop the task from eval.tasks, or set eval.data_dir=null to use the hub."
+        )
+        self.task, self.path = task, path
+
+
+def lm_eval_tasks_dir() -> Path:
+    import lm_eval  # heavy; the package is only located here, its tasks are loaded by lm-eval later
+
+    return Path(lm_eval.__file__).resolve().parent / "tasks"
+
+
+def local_data_files(task: str, data_dir: str | Path) -> dict[str, Path]:
+    """{split: file} a task reads from `data_dir`; raises MissingTaskData for the first missing one."""
+    spec, root = TASKS[task], Path(data_dir)
+    files = {split: root / spec.folder / f"{split}.jsonl" for split in spec.splits}
+    for path in files.values():
+        if not path.is_file():
+            raise MissingTaskData(task, path, root)
+    return files
+
+
+def task_yaml(task: str, data_dir: str | Path | None, num_fewshot: int) -> dict[str, Any]:
+    """The YAML dict of one task: lm-eval's definition included, data source and shots overridden."""
+    spec = TASKS[task]
+    shots = spec.num_fewshot if spec.num_fewshot is not None else num_fewshot
+    doc: dict[str, Any] = {
+        "include": str(lm_eval_tasks_dir() / spec.lm_eval_yaml),
+        "task": task,
+        "num_fewshot": shots,
+        **spec.overrides,
+    }
+    if data_dir is not None:
+        files = local_data_files(task, data_dir)
+        scored = spec.splits[0]
+        doc |= {
+            "dataset_path": "json",
+            "dataset_name": None,
+            "dataset_kwargs": {"data_files": {split: str(path) for split, path in files.items()}},
+            # the scored split keeps its role; splits we have no file for are switched off
+            "training_split": "train" if "train" in files else None,
+            "validation_split": scored if scored == "validation" else None,
+            "test_split": scored if scored == "test" else None,
+        }
+    return doc
+
+
+def write_task_configs(
+    tasks: list[str], out_dir: str | Path, data_dir: str | Path | None, num_fewshot: int = 0
+) -> Path:
+    """Write one `<task>.yaml` per lm-eval task into `out_dir` (an include_path for TaskManager)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for task in tasks:
+        text = yaml.safe_dump(task_yaml(task, data_dir, num_fewshot), sort_keys=False)
+        (out / f"{task}.yaml").write_text(text)
+    return out
+
+
+def task_manager(config_dir: str | Path) -> Any:
+    from lm_eval.tasks import TaskManager  # heavy: indexes task YAMLs
+
+    return TaskManager(include_path=str(config_dir), include_defaults=False)
+
+
+def export_hub_data(data_dir: str | Path, tasks: list[str]) -> list[Path]:
+    """Download each task's splits from the hub into `data_dir/<folder>/<split>.jsonl` (run once, online)."""
+    # heavy, and only for this one-off download
+    import datasets
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    written = []
+    for task in tasks:
+        spec = TASKS[task]
+        definition = load_yaml(lm_eval_tasks_dir() / spec.lm_eval_yaml, resolve_func=False) | spec.overrides
+        for split in spec.splits:
+            path = Path(data_dir) / spec.folder / f"{split}.jsonl"
+            if path.is_file():
+                continue
+            rows = datasets.load_dataset(
+                definition["dataset_path"], definition.get("dataset_name"), split=split
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows.to_json(str(path), lines=True, force_ascii=False)
+            written.append(path)
+    return written

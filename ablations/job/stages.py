@@ -1,0 +1,261 @@
+"""One job = validate → plan → data → model → train → evaluate → record, one function each.
+
+Every rule is checked before data or a model is built; the result record is written at the start
+(`running`) and rewritten atomically at the end (`complete`, `failed`, `diverged`, `interrupted` or
+`pruned`), so a crash never loses a result already written and a sweep can tell finished variants from
+the rest. Under DDP every rank runs the stages; only the global-zero rank evaluates and records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig
+
+from ablations.data.datamodule import TokenDataModule
+from ablations.data.tokenizer import check_vocab_fits
+from ablations.eval.evaluation import run_evaluation
+from ablations.job.config import JobConfig, composed_config, job_config
+from ablations.model.budget import count_params, flops_per_token
+from ablations.records.errors import ConfigError, DivergenceError, TrialPruned
+from ablations.records.result import package_versions, read_result, write_result
+from ablations.search.pruning import OptunaPruning
+from ablations.train.fit import TrainResult, fit
+from ablations.train.loggers import build_loggers
+from ablations.train.module import LitMobileLLM
+from ablations.train.plan import TrainPlan, plan_training
+from ablations.train.trainer import build_trainer, expected_world_size
+
+log = logging.getLogger(__name__)
+RECORDED_PARAMS = ("total", "embedding", "output", "non_embedding", "applied")
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What a job will do, computed before anything is built (pure arithmetic)."""
+
+    train: TrainPlan
+    world_size: int
+    params: dict[str, int]
+    flops_per_token: int
+
+
+# ------------------------------------------------------------------------------------------- stages
+
+
+def validate(cfg: DictConfig, multirun: bool = False) -> JobConfig:
+    """Every rule of every group, before anything is built (one ConfigError lists all broken rules)."""
+    job = job_config(cfg)
+    problems = launch_problems(job, multirun)
+    if problems:
+        raise ConfigError("launch", problems)
+    return job
+
+
+def plan(job: JobConfig) -> JobPlan:
+    """Steps, batch and LR for the world size the trainer config asks for; parameter and FLOP counts."""
+    world_size = expected_world_size(job.trainer)
+    train_plan = plan_training(job.train, world_size, job.model.max_seq_len)
+    counts = count_params(job.model).as_dict()
+    return JobPlan(
+        train=train_plan,
+        world_size=world_size,
+        params={k: counts[k] for k in RECORDED_PARAMS},
+        flops_per_token=flops_per_token(job.model, train_plan.seq_len),
+    )
+
+
+def prepare_data(job: JobConfig, job_plan: JobPlan) -> TokenDataModule:
+    """Tokenizer and token shards, built or reused; the tokenizer must fit the model's vocabulary."""
+    datamodule = TokenDataModule(
+        job.data,
+        job.tokenizer,
+        seq_len=job_plan.train.seq_len,
+        micro_batch_size=job.train.micro_batch_size,
+        seed=job.seed,
+    )
+    datamodule.prepare_data()
+    check_vocab_fits(datamodule.tokenizer, job.model.vocab_size)
+    return datamodule
+
+
+def build_model(job: JobConfig, job_plan: JobPlan) -> LitMobileLLM:
+    """The LightningModule around a freshly initialised model (seeded)."""
+    L.seed_everything(job.seed, workers=True)
+    return LitMobileLLM(
+        job.model.to_dict(), dataclasses.asdict(job.train), dataclasses.asdict(job_plan.train)
+    )
+
+
+def train(
+    job: JobConfig,
+    job_plan: JobPlan,
+    datamodule: TokenDataModule,
+    module: LitMobileLLM,
+    run_dir: Path,
+    identity: dict[str, Any],
+) -> TrainResult:
+    """Fit on the data with the configured Trainer (resuming per `ckpt_path`); returns what it produced."""
+    loggers = build_loggers(
+        job.logger, run_dir, identity["name"], identity["sweep"], identity["axes"], dataclasses.asdict(job)
+    )
+    trainer = build_trainer(
+        job.trainer,
+        job.train,
+        job_plan.train,
+        run_dir,
+        job_plan.flops_per_token,
+        loggers,
+        extra_callbacks(job),
+    )
+    if trainer.world_size != job_plan.world_size:
+        raise ConfigError(
+            "trainer config",
+            [f"the trainer runs {trainer.world_size} processes but the plan assumed {job_plan.world_size}"],
+        )
+    return fit(trainer, module, datamodule, run_dir, job.ckpt_path, job.train.val_batches)
+
+
+def evaluate(job: JobConfig, trained: TrainResult, run_dir: Path) -> dict[str, Any] | None:
+    """lm-eval scores of the trained model (the record's `eval` section); None when no task is configured."""
+    if not job.eval.tasks:
+        return None
+    return run_evaluation(trained.model.eval(), trained.tokenizer, job.eval, run_dir)
+
+
+def record(run_dir: Path, values: dict[str, Any]) -> None:
+    """Write the result record (global-zero rank only: one writer per run dir)."""
+    if rank_zero_only.rank == 0:
+        write_result(run_dir, values)
+
+
+# --------------------------------------------------------------------------------------------- job
+
+
+def run_job(
+    cfg: DictConfig,
+    run_dir: str | Path,
+    name: str,
+    sweep: str | None = None,
+    axes: dict[str, Any] | None = None,
+    multirun: bool = False,
+) -> dict[str, Any]:
+    """Train, evaluate and record one variant in `run_dir`; returns the final record.
+
+    Failures are recorded (status, error, traceback in the log) and re-raised; the caller decides whether
+    a failure stops anything (a multirun records it and goes on).
+    """
+    run_dir = Path(run_dir)
+    identity = {"name": name, "sweep": sweep, "axes": axes or {}}
+    try:
+        job = validate(cfg, multirun)
+    except ConfigError as error:  # nothing was built; the variant is still recorded, as failed
+        record(run_dir, {"status": "failed", **identity, "config": composed_config(cfg), "error": str(error)})
+        raise
+    job_plan = plan(job)
+    values = start_record(job, job_plan, run_dir, identity)
+    try:
+        datamodule = prepare_data(job, job_plan)
+        module = build_model(job, job_plan)
+        trained = train(job, job_plan, datamodule, module, run_dir, identity)
+        if trained.is_global_zero:
+            values.update(trained_fields(trained, job_plan))
+            values["eval"] = evaluate(job, trained, run_dir)
+        values["status"] = "complete"
+    except BaseException as error:
+        values["status"] = status_of(error)
+        values["error"] = f"{type(error).__name__}: {error}"
+        log.error("job %s %s:\n%s", name, values["status"], traceback.format_exc())
+        raise
+    finally:
+        values["finished"] = datetime.now(timezone.utc).isoformat()
+        record(run_dir, values)
+        finish_wandb()
+    return values
+
+
+def start_record(
+    job: JobConfig, job_plan: JobPlan, run_dir: Path, identity: dict[str, Any]
+) -> dict[str, Any]:
+    """The `running` record, written before any data or model is built (a resumed job keeps its start)."""
+    previous = read_result(run_dir) if rank_zero_only.rank == 0 else None
+    values: dict[str, Any] = {
+        "status": "running",
+        **identity,
+        "seed": job.seed,
+        "run_dir": str(run_dir),
+        "config": dataclasses.asdict(job),
+        "params": job_plan.params,
+        "flops_per_token": job_plan.flops_per_token,
+        "tokens_seen": 0,
+        "train": {"plan": dataclasses.asdict(job_plan.train)},
+        "data": None,
+        "eval": None,
+        "versions": package_versions(),
+        "error": None,
+        "started": (previous or {}).get("started") or datetime.now(timezone.utc).isoformat(),
+    }
+    record(run_dir, values)
+    return values
+
+
+def trained_fields(trained: TrainResult, job_plan: JobPlan) -> dict[str, Any]:
+    """The record's fields from a finished training run."""
+    return {
+        "tokens_seen": trained.tokens_seen,
+        "train": {
+            "plan": dataclasses.asdict(job_plan.train),
+            "steps": trained.steps,
+            "val_loss": trained.val_loss,
+            **trained.metrics,
+        },
+        "data": trained.manifest,
+        "model_dir": trained.model_dir,
+    }
+
+
+def extra_callbacks(job: JobConfig) -> dict[str, L.Callback]:
+    """User callbacks (`+callbacks.NAME={_target_: …}`) and, for a search trial, the pruning callback."""
+    callbacks = {key: instantiate(node) for key, node in job.callbacks.items()}
+    if job.optuna.trial_number is not None:
+        callbacks["optuna"] = OptunaPruning(job.optuna)
+    return callbacks
+
+
+def status_of(error: BaseException) -> str:
+    if isinstance(error, DivergenceError):
+        return "diverged"
+    if isinstance(error, TrialPruned):
+        return "pruned"
+    if isinstance(error, (KeyboardInterrupt, SystemExit)):  # SIGTERMException is a SystemExit
+        return "interrupted"
+    return "failed"
+
+
+def finish_wandb() -> None:
+    """End this job's W&B run, or the next job in the same process would log into it."""
+    wandb = sys.modules.get("wandb")  # imported only if a W&B logger ran
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+
+
+def launch_problems(job: JobConfig, multirun: bool) -> list[str]:
+    """Launches known to go wrong, refused before anything starts."""
+    many = job.trainer.devices == -1 or job.trainer.devices > 1
+    if multirun and job.trainer.strategy == "ddp" and many and "SLURM_JOB_ID" not in os.environ:
+        return [
+            "trainer.strategy=ddp re-executes the command line for ranks >= 1, so under a local multirun each "
+            "rank would start its own sweep: use trainer=ddp_spawn, or hydra/launcher=slurm"
+        ]
+    return []

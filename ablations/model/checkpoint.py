@@ -1,0 +1,50 @@
+"""The native model directory: any variant (ReLU FFN and layer sharing included) as safetensors + JSON.
+
+    <dir>/model_config.json   ModelConfig fields
+    <dir>/model.safetensors   our state dict (stored blocks only)
+    <dir>/tokenizer files     when a tokenizer is attached (HF `save_pretrained` layout)
+
+Training, evaluation and export all meet at this format; `hf_interop` converts it to/from LLaMA.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ablations.model.architecture import MobileLLM
+from ablations.model.config import ModelConfig
+from ablations.records.atomic import atomic_write
+
+CONFIG_FILE = "model_config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def save_model_dir(model: MobileLLM, out_dir: str | Path, tokenizer: Any = None) -> Path:
+    """Write `model` (and `tokenizer`, anything with `save_pretrained`) to `out_dir`; files land atomically."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write(out / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    text = json.dumps(model.config.to_dict(), indent=2) + "\n"
+    atomic_write(out / CONFIG_FILE, lambda p: p.write_text(text))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out))
+    return out
+
+
+def load_model_dir(src_dir: str | Path, device: str | torch.device = "cpu") -> MobileLLM:
+    """The model saved by `save_model_dir` (its dtype as saved)."""
+    src = Path(src_dir)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (src / name).is_file():
+            raise FileNotFoundError(f"{src} is not a model directory: {name} is missing")
+    cfg = ModelConfig.from_dict(json.loads((src / CONFIG_FILE).read_text()))
+    with torch.device("meta"):
+        model = MobileLLM(cfg)
+    model.load_state_dict(load_file(str(src / WEIGHTS_FILE), device=str(device)), strict=True, assign=True)
+    return model

@@ -1,0 +1,9 @@
+"""What the platform writes and reads back, and the errors it raises for bad input.
+
+- `errors`: ConfigError, DataError and the other exceptions that tell bad input from bugs.
+- `atomic`: writes a reader (or a crash) never sees half-done.
+- `result`: the result record of a job (`result.json`) and the package versions it carries.
+- `metrics`: the rows of `metrics.jsonl`.
+
+The bottom layer: it imports nothing else from `ablations` (and no torch), so every package may use it.
+"""

@@ -1,0 +1,13 @@
+"""Training one variant with Lightning: recipe, plan, optimizer, LightningModule, callbacks, Trainer.
+
+- `config`: `TrainConfig` (recipe), `TrainerConfig` (devices, strategy), `LoggerConfig`. Torch-free.
+- `plan`: token budget → steps, global batch, peak LR; the LR schedule. Torch-free.
+- `perf`: the MFU formula and the device peak table. Torch-free.
+- `optim`: AdamW decay groups and the warmup + cosine schedule.
+- `module`: `LitMobileLLM` (next-token loss, divergence check, gradient clipping, checkpointed RNG).
+- `callbacks`, `loggers`: throughput/MFU, progress, last/SIGTERM checkpoint; metrics.jsonl, CSV, W&B.
+- `trainer`: the Trainer of a job (strategy, cluster environment, checkpoints).
+- `fit`: the training stage, returning a `TrainResult`.
+
+May import: `ablations.records`, `ablations.model`, `ablations.data`.
+"""

@@ -1,0 +1,110 @@
+"""Training callbacks: throughput/MFU monitor, progress bar, last checkpoint (and SIGTERM save + requeue)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from ablations.train.perf import mfu, peak_tflops
+
+
+class ThroughputMonitor(L.Callback):
+    """Every `every_n_steps` optimizer steps: tokens seen, tokens/s, TFLOP/s, MFU and peak memory.
+
+    FLOPs come from `ablations.model.budget.flops_per_token` (the one MFU formula, see ablations.train.perf).
+    """
+
+    def __init__(
+        self, flops_per_token: int, every_n_steps: int, peak_tflops_per_device: float | None = None
+    ) -> None:
+        self.flops_per_token = flops_per_token
+        self.every_n_steps = every_n_steps
+        self.peak_override = peak_tflops_per_device
+        self.tokens_per_s: float | None = None
+        self._last: tuple[float, int] | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last = (time.perf_counter(), pl_module.tokens_seen)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step == 0 or step % self.every_n_steps or trainer.fit_loop._should_accumulate():
+            return
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()  # time finished work, not queued kernels
+        now, tokens = time.perf_counter(), pl_module.tokens_seen
+        last_time, last_tokens = self._last or (now, tokens)
+        self._last = (now, tokens)
+        if now <= last_time or tokens <= last_tokens:
+            return
+        self.tokens_per_s = (tokens - last_tokens) / (now - last_time)
+        peak = self.peak_override or self._device_peak(pl_module.device)
+        metrics: dict[str, Any] = {
+            "train/tokens": tokens,
+            "perf/tokens_per_s": self.tokens_per_s,
+            "perf/tflops": self.tokens_per_s * self.flops_per_token / 1e12,
+            "perf/peak_mem_gb": self._peak_memory_gb(pl_module.device),
+        }
+        utilisation = mfu(self.tokens_per_s, self.flops_per_token, trainer.world_size, peak)
+        if utilisation is not None:
+            metrics["perf/mfu"] = utilisation
+        for (
+            logger
+        ) in trainer.loggers:  # keyed like Lightning's rows: the 0-based index of the step just taken
+            logger.log_metrics(metrics, step=step - 1)
+
+    @staticmethod
+    def _device_peak(device: torch.device) -> float | None:
+        return peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+
+    @staticmethod
+    def _peak_memory_gb(device: torch.device) -> float:
+        if device.type == "cuda":
+            return torch.cuda.max_memory_allocated(device) / 2**30
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+class TokenProgressBar(RichProgressBar):
+    """Lightning's rich bar (with its ETA) plus the throughput of the last logging window."""
+
+    def __init__(self, monitor: ThroughputMonitor) -> None:
+        super().__init__()
+        self.monitor = monitor
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        if self.monitor.tokens_per_s:
+            metrics["tok/s"] = f"{self.monitor.tokens_per_s:,.0f}"
+        return metrics
+
+
+class LastCheckpoint(L.Callback):
+    """`last.ckpt` at the end of training, and on SIGTERM (SLURM pre-emption) at the batch boundary where
+    Lightning stops, followed by a requeue of a plain sbatch job. Saved by every rank (a collective under
+    FSDP); written atomically by Lightning's checkpoint IO."""
+
+    def __init__(self, last_ckpt_path: str | Path) -> None:
+        self.last_ckpt_path = Path(last_ckpt_path)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.last_ckpt_path)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, SIGTERMException):
+            return
+        trainer.save_checkpoint(self.last_ckpt_path)
+        job_id = os.environ.get("SLURM_JOB_ID")
+        if trainer.is_global_zero and job_id and not os.environ.get("SUBMITIT_EXECUTOR"):
+            # under submitit the launcher requeues by itself; a plain sbatch job asks SLURM directly
+            subprocess.run(["scontrol", "requeue", job_id], check=False)

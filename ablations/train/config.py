@@ -1,0 +1,163 @@
+"""Typed configs of training: the recipe (`TrainConfig`), the Trainer (`TrainerConfig`), the loggers
+(`LoggerConfig`); the `conf/train/`, `conf/trainer/` and `conf/logger/` groups map onto them one to one.
+
+Torch-free: a job's config is validated before anything is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ablations.records.errors import ConfigError
+
+PAPER_GLOBAL_BATCH_TOKENS = 1024 * 2048  # 32 GPUs × 32 sequences × 2048 tokens, at which the peak LR is 2e-3
+STRATEGIES: tuple[str, ...] = ("auto", "ddp", "ddp_spawn", "fsdp")
+CLUSTERS: tuple[str, ...] = ("auto", "slurm")
+
+
+@dataclass
+class TrainConfig:
+    """What to train for and how: token budget, batch, AdamW and the LR schedule (conf/train/)."""
+
+    tokens: int = 251_658_240_000
+    """Token budget of the run (0.25T = 120k steps at the paper's global batch); steps = tokens / global batch."""
+    micro_batch_size: int = 32
+    """Sequences per device per forward pass."""
+    grad_accum_steps: int = 1
+    """Micro-batches accumulated into one optimizer step."""
+    seq_len: int | None = None
+    """Tokens per training sequence; None → the model's max_seq_len."""
+    lr: float | None = None
+    """Peak learning rate; None → base_lr scaled linearly with global batch / base_lr_batch_tokens."""
+    base_lr: float = 2e-3
+    """Peak LR at the reference global batch (the paper: 2e-3 at 1024 × 2048 tokens)."""
+    base_lr_batch_tokens: int = PAPER_GLOBAL_BATCH_TOKENS
+    """Global batch (tokens) at which base_lr applies."""
+    warmup_steps: int = 1000
+    """Linear warmup from 0 (lr · step / warmup_steps, as MobileLLM's code)."""
+    min_lr_ratio: float = 0.1
+    """Cosine decay ends at min_lr_ratio · peak at the last step."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    weight_decay: float = 0.1
+    """Applied to matrices and embeddings; never to norm weights."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 disables clipping)."""
+    compile: bool = False
+    """torch.compile the inner model (not the LightningModule, whose self.log must stay eager)."""
+    log_every_n_steps: int = 10
+    """Optimizer steps between metric rows in metrics.jsonl / the loggers."""
+    val_every_n_steps: int = 1000
+    """Optimizer steps between validation runs (0 disables periodic validation; one still runs at the end)."""
+    val_batches: int = 50
+    """Micro-batches per validation run."""
+    ckpt_every_n_steps: int = 1000
+    """Optimizer steps between periodic checkpoints (last.ckpt is also kept)."""
+    keep_checkpoints: int = 3
+    """Periodic checkpoints kept on disk (newest first); -1 keeps all."""
+    peak_tflops: float | None = None
+    """Peak dense TFLOP/s per device for MFU; None → looked up from the device name (A100/H100/H200)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form notes carried into the result record (e.g. a sweep's explanation)."""
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)  # type: ignore[assignment]  # YAML gives a list
+        v = []
+        for name in (
+            "tokens",
+            "micro_batch_size",
+            "grad_accum_steps",
+            "base_lr_batch_tokens",
+            "log_every_n_steps",
+        ):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                v.append(f"train.{name} must be a positive integer (got {getattr(self, name)!r})")
+        if self.seq_len is not None and self.seq_len < 2:
+            v.append(f"train.seq_len must be >= 2 or null (got {self.seq_len})")
+        if self.lr is not None and not self.lr > 0:
+            v.append(f"train.lr must be > 0 or null (got {self.lr})")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            v.append(f"train.min_lr_ratio must be in [0, 1] (got {self.min_lr_ratio})")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            v.append(f"train.betas must be two values in [0, 1) (got {self.betas})")
+        for name in ("warmup_steps", "weight_decay", "grad_clip", "val_every_n_steps", "ckpt_every_n_steps"):
+            if getattr(self, name) < 0:
+                v.append(f"train.{name} must be >= 0 (got {getattr(self, name)})")
+        if v:
+            raise ConfigError("train config", v)
+
+
+@dataclass
+class TrainerConfig:
+    """Where and how the Lightning Trainer runs a job: devices, strategy, precision (conf/trainer/)."""
+
+    accelerator: str = "cpu"
+    """Lightning's accelerator name: `cpu`, `gpu` or `auto`."""
+    devices: int = 1
+    """Devices per node; -1 = every visible device."""
+    num_nodes: int = 1
+    """Nodes of a multi-node run (ranks come from the cluster environment)."""
+    strategy: str = "auto"
+    """`auto` (one device); `ddp` (the command is re-executed per rank: single runs and SLURM); `ddp_spawn`
+    (spawned workers: safe inside a local multirun); `fsdp` (sharded, one unit per block)."""
+    precision: str = "32-true"
+    """Lightning precision: `32-true` (CPU), `bf16-mixed` (GPU, the paper's), …"""
+    process_group_backend: str | None = None
+    """Collective backend (`nccl`, `gloo`); None → Lightning's default for the accelerator."""
+    cluster: str = "auto"
+    """`auto`: Lightning detects the environment; `slurm`: ranks from SLURM's variables, requeueing left to
+    the launcher (submitit) or to the job's SIGTERM handler."""
+    enable_progress_bar: bool = True
+    """Show the rich progress bar (off in tests and sweeps)."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.strategy not in STRATEGIES:
+            problems.append(f"trainer.strategy={self.strategy!r} is not one of {STRATEGIES}")
+        if self.cluster not in CLUSTERS:
+            problems.append(f"trainer.cluster={self.cluster!r} is not one of {CLUSTERS}")
+        if self.devices == 0 or self.devices < -1:
+            problems.append(
+                f"trainer.devices must be >= 1, or -1 for every visible device (got {self.devices})"
+            )
+        if self.num_nodes < 1:
+            problems.append(f"trainer.num_nodes must be >= 1 (got {self.num_nodes})")
+        if problems:
+            raise ConfigError("trainer config", problems)
+
+
+@dataclass
+class CsvLoggerConfig:
+    """Lightning's CSV logger, under `<run dir>/<name>/`."""
+
+    name: str = "csv"
+
+
+@dataclass
+class TensorboardLoggerConfig:
+    """Lightning's TensorBoard logger, under `<run dir>/<name>/`."""
+
+    name: str = "tensorboard"
+
+
+@dataclass
+class WandbLoggerConfig:
+    """Weights & Biases: group = the sweep, tags = the variant's axes, the job config as its config."""
+
+    project: str = "mobilellm-ablations"
+    entity: str | None = None
+    offline: bool | None = None
+    """None: offline exactly when no API key is configured (WANDB_API_KEY or ~/.netrc)."""
+    log_model: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    """Loggers besides `metrics.jsonl` (always written); `logger=[csv,wandb]` selects several."""
+
+    csv: CsvLoggerConfig | None = None
+    wandb: WandbLoggerConfig | None = None
+    tensorboard: TensorboardLoggerConfig | None = None

@@ -1,0 +1,103 @@
+"""Assembling the Lightning Trainer of a job: strategy, cluster environment, loggers, checkpoints, callbacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, Strategy
+
+from ablations.model.architecture import Block
+from ablations.train.callbacks import LastCheckpoint, ThroughputMonitor, TokenProgressBar
+from ablations.train.config import TrainConfig, TrainerConfig
+from ablations.train.plan import TrainPlan
+
+CKPT_DIR = "checkpoints"
+LAST_CKPT = "last.ckpt"
+
+
+def expected_world_size(cfg: TrainerConfig) -> int:
+    """Processes the Trainer will run: devices per node × nodes (-1 devices = every visible GPU)."""
+    devices = cfg.devices
+    if devices == -1:
+        devices = torch.cuda.device_count() if cfg.accelerator != "cpu" else 1
+    return max(1, devices) * cfg.num_nodes
+
+
+def build_strategy(cfg: TrainerConfig) -> Strategy | str:
+    """The Lightning strategy object for `cfg.strategy`."""
+    if cfg.strategy == "ddp":  # ranks >= 1 re-execute the command line (Lightning's "popen")
+        return DDPStrategy(process_group_backend=cfg.process_group_backend, start_method="popen")
+    if cfg.strategy == "ddp_spawn":
+        return DDPStrategy(process_group_backend=cfg.process_group_backend, start_method="spawn")
+    if cfg.strategy == "fsdp":
+        return FSDPStrategy(
+            sharding_strategy="FULL_SHARD",
+            auto_wrap_policy={Block},
+            state_dict_type="full",
+            process_group_backend=cfg.process_group_backend,
+        )
+    return "auto"
+
+
+def build_trainer(
+    cfg: TrainerConfig,
+    train_cfg: TrainConfig,
+    plan: TrainPlan,
+    run_dir: Path,
+    flops_per_token: int,
+    loggers: list[Logger],
+    extra_callbacks: dict[str, L.Callback],
+) -> L.Trainer:
+    """The Trainer for one job: `plan.steps` optimizer steps, checkpoints under `<run dir>/checkpoints/`."""
+    ckpt_dir = run_dir / CKPT_DIR
+    throughput = ThroughputMonitor(flops_per_token, train_cfg.log_every_n_steps, train_cfg.peak_tflops)
+    callbacks: dict[str, L.Callback] = {
+        "throughput": throughput,
+        "last": LastCheckpoint(ckpt_dir / LAST_CKPT),
+    }
+    if train_cfg.ckpt_every_n_steps:
+        callbacks["checkpoint"] = ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="step-{step:07d}",
+            every_n_train_steps=train_cfg.ckpt_every_n_steps,
+            save_last=True,
+            save_top_k=train_cfg.keep_checkpoints,
+            monitor="step",
+            mode="max",
+            auto_insert_metric_name=False,
+        )
+    callbacks.update(extra_callbacks)
+    if cfg.enable_progress_bar:
+        callbacks["progress"] = TokenProgressBar(throughput)
+    plugins: list[Any] = [SLURMEnvironment(auto_requeue=False)] if cfg.cluster == "slurm" else []
+    val_every = train_cfg.val_every_n_steps
+    return L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=build_strategy(cfg),
+        precision=cfg.precision,  # type: ignore[arg-type]
+        plugins=plugins or None,
+        enable_progress_bar=cfg.enable_progress_bar,
+        default_root_dir=str(run_dir),
+        logger=loggers,
+        callbacks=list(callbacks.values()),
+        max_steps=plan.steps,
+        max_epochs=-1,
+        accumulate_grad_batches=train_cfg.grad_accum_steps,
+        log_every_n_steps=train_cfg.log_every_n_steps,
+        # validation every N optimizer steps of an endless loader (val_check_interval counts batches)
+        val_check_interval=val_every * train_cfg.grad_accum_steps if val_every else None,
+        check_val_every_n_epoch=None,
+        limit_val_batches=train_cfg.val_batches if val_every else 0,
+        num_sanity_val_steps=0,
+        enable_checkpointing="checkpoint" in callbacks,
+        use_distributed_sampler=False,  # the token loader splits windows across ranks itself
+        gradient_clip_val=None,  # clipping happens in LitMobileLLM.configure_gradient_clipping
+    )
