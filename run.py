@@ -19,7 +19,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import ablations.job.config  # noqa: F401  (registers the job schema and resolvers before Hydra composes)
-from ablations.records.errors import ConfigError
+from ablations.job.outcome import EXIT_CODES
+from ablations.records.errors import ConfigError, DataError, RunDirLocked
 from ablations.records.result import RESULT_FILE, is_complete, read_result
 from ablations.search.sweep import skip_reason, variant_dir
 
@@ -28,7 +29,10 @@ log = logging.getLogger("run")
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    from ablations.job.stages import run_job  # lightning and lm-eval: seconds, only once a job runs
+    from ablations.job.stages import (  # lightning and lm-eval: seconds, only once a job runs
+        run_job,
+        status_of,
+    )
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -47,15 +51,16 @@ def main(cfg: DictConfig) -> float | None:
         return ((read_result(run_dir) or {}).get("train") or {}).get("val_loss")
     try:
         record = run_job(cfg, run_dir, name, cfg.get("sweep"), axes, multirun=multirun)
-    except ConfigError as error:
+    except (ConfigError, DataError, RunDirLocked) as error:  # bad input: named, nothing was built
         log.error("%s", error)
         if multirun:
             return None
-        sys.exit(2)
-    except Exception:
-        if multirun:  # recorded as failed in its result.json; the sweep goes on
-            return None
-        raise
+        sys.exit(EXIT_CODES["locked" if isinstance(error, RunDirLocked) else "config"])
+    except BaseException as error:  # recorded in its result.json (failed, diverged, interrupted, pruned)
+        if multirun and isinstance(error, Exception):
+            return None  # the sweep goes on; its summary reports this job
+        log.error("job %s: %s: %s", name, type(error).__name__, error)
+        sys.exit(EXIT_CODES[status_of(error)])
     log.info("result: %s (status %s)", run_dir / RESULT_FILE, record["status"])
     print(f"results: {run_dir / RESULT_FILE}")
     return (record.get("train") or {}).get("val_loss")

@@ -65,7 +65,8 @@ def check_first_search(tmp_path: Path, storage: str) -> optuna.Study:
         "model.n_layers=choice(1,2000)",
         "model.vocab_size=choice(4096,300)",
     )
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.returncode == 1, first.stderr[-3000:]  # a trial failed: the sweep's exit code says so
+    assert "2 jobs run (1 complete, 1 failed)" in first.stdout
     study = optuna.load_study(study_name="budget_125m", storage=storage)
     states = sorted(t.state.name for t in study.trials)
     assert states == ["COMPLETE", "FAIL", "PRUNED", "PRUNED"], states
@@ -198,3 +199,14 @@ def postgres_url(tmp_path: Path):
 def test_postgres_storage_holds_the_study(tmp_path: Path, postgres_url: str) -> None:
     study = check_first_search(tmp_path, postgres_url)
     assert study.study_name == "budget_125m"
+
+
+def test_the_storage_password_reaches_no_file_and_no_log(tmp_path: Path, postgres_url: str) -> None:
+    url = postgres_url.replace("://optuna@", "://optuna:hunter2secret@")  # trust auth: the password is unused
+    result = search(tmp_path, url, "hydra.sweeper.n_trials=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "hunter2secret" not in result.stdout + result.stderr
+    written = [p for p in (tmp_path / "search").rglob("*") if p.is_file()]
+    assert any(p.name == "result.json" for p in written) and any(p.parent.name == ".hydra" for p in written)
+    for path in written:
+        assert b"hunter2secret" not in path.read_bytes(), path

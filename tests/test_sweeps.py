@@ -187,7 +187,8 @@ def test_smoke_sweep_runs_records_a_failure_and_a_rerun_skips_complete_variants(
         f"hydra.sweep.dir={sweep_dir}",
     ]
     first = run_multirun(args, tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.returncode == 1, first.stderr[-3000:]  # one variant failed: the sweep says so
+    assert "3 jobs run (2 complete, 1 failed)" in first.stdout
     records = {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/result.json")}
     statuses = {name.split("sharing_repeats=")[1].split(",")[0]: r["status"] for name, r in records.items()}
     assert statuses == {"0": "failed", "2": "complete", "3": "complete"}
@@ -202,7 +203,7 @@ def test_smoke_sweep_runs_records_a_failure_and_a_rerun_skips_complete_variants(
     stamps = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/result.json")}
 
     second = run_multirun(args, tmp_path)
-    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.returncode == 1, second.stderr[-3000:]  # the invalid variant fails again
     assert second.stdout.count("results:") == 0  # nothing trained again
     assert (second.stderr + second.stdout).count("its result record is complete") == 2
     for path, stamp in stamps.items():

@@ -118,15 +118,34 @@ def resolve_local_files(paths: list[str]) -> list[Path]:
 
 
 def _texts_of_file(path: Path, text_field: str) -> Iterator[str]:
+    """The documents of one local file; a malformed file is a DataError naming the file (and line)."""
+    try:
+        yield from _parse_file(path, text_field)
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})") from None
+    except OSError as error:
+        raise DataError(f"{path}: unreadable ({error})") from None
+    except ValueError as error:  # pyarrow's ArrowInvalid is a ValueError
+        if isinstance(error, DataError):
+            raise
+        raise DataError(
+            f"{path}: not a readable {path.suffix} file ({type(error).__name__}: {error})"
+        ) from None
+
+
+def _parse_file(path: Path, text_field: str) -> Iterator[str]:
     if path.suffix == ".txt":
-        yield path.read_text(encoding="utf-8", errors="replace")
+        text = path.read_text(encoding="utf-8")  # strict: undecodable bytes are an error, not U+FFFD noise
+        if "\x00" in text:
+            raise DataError(f"{path}: binary content (NUL bytes) in a .txt corpus file")
+        yield text
     elif path.suffix == ".jsonl":
         with path.open(encoding="utf-8") as f:
             for line_no, line in enumerate(f, 1):
                 if line.strip():
-                    yield _field(json.loads(line), text_field, f"{path}:{line_no}")
+                    yield _field(_json(line, f"{path}:{line_no}"), text_field, f"{path}:{line_no}")
     elif path.suffix == ".json":
-        records = json.loads(path.read_text(encoding="utf-8"))
+        records = _json(path.read_text(encoding="utf-8"), str(path))
         if isinstance(records, dict):  # {"data": [...]} or a single record
             lists = [v for v in records.values() if isinstance(v, list)]
             records = lists[0] if len(lists) == 1 and text_field not in records else [records]
@@ -143,6 +162,13 @@ def _texts_of_file(path: Path, text_field: str) -> Iterator[str]:
             )
         for batch in parquet.iter_batches(columns=[text_field], batch_size=1024):
             yield from (t for t in batch.column(0).to_pylist() if t is not None)
+
+
+def _json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
 
 
 def _field(record: Any, text_field: str, where: str) -> str:

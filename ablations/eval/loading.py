@@ -11,6 +11,7 @@ its folder or the folder above (where the training job keeps the tokenizer), unl
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,31 @@ from ablations.model.hf_interop import import_llama
 LIGHTNING_PREFIX = "model."
 
 
+class UnsafeCheckpoint(ValueError):
+    """A checkpoint that cannot be read as plain data (tensors, numbers, strings, containers)."""
+
+
+def load_checkpoint_data(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """A `.ckpt` file's contents as data: tensors and plain containers only, never code (weights_only).
+
+    A file that needs anything else to load (a pickled object, a crafted payload) is refused, named.
+    """
+    try:
+        return torch.load(str(path), map_location=device, weights_only=True, mmap=True)
+    except pickle.UnpicklingError as error:
+        raise UnsafeCheckpoint(
+            f"{path}: refused: the checkpoint holds objects other than tensors and plain data, which loading "
+            f"would execute ({str(error).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise UnsafeCheckpoint(
+            f"{path}: not a readable checkpoint ({type(error).__name__}: {error})"
+        ) from None
+
+
 def load_lightning_ckpt(path: str | Path, device: str | torch.device = "cpu") -> tuple[MobileLLM, dict]:
     """The MobileLLM inside a Lightning checkpoint, and the checkpoint dict (for step / tokens seen)."""
-    ckpt = torch.load(str(path), map_location=device, weights_only=True)
+    ckpt = load_checkpoint_data(path, device)
     hparams = ckpt.get("hyper_parameters") or {}
     if "model_config" not in hparams:
         raise ValueError(f"{path}: hyper_parameters['model_config'] is missing; cannot rebuild the model")
@@ -80,7 +103,7 @@ def tokens_seen(path: str | Path) -> int | None:
     src = Path(path)
     if not (src.is_file() and src.suffix == ".ckpt"):
         return None
-    ckpt = torch.load(str(src), map_location="cpu", weights_only=True, mmap=True)
+    ckpt = load_checkpoint_data(src)
     for holder in (ckpt, ckpt.get("hyper_parameters") or {}):
         if "tokens_seen" in holder:
             return int(holder["tokens_seen"])

@@ -104,6 +104,24 @@ def local_data_files(task: str, data_dir: str | Path) -> dict[str, Path]:
     return files
 
 
+def missing_task_data(tasks: list[str], data_dir: str | Path | None) -> list[str]:
+    """One line per task whose local data file is missing (none when data_dir is None: the hub serves)."""
+    if data_dir is None:
+        return []
+    problems = []
+    for task in tasks:
+        try:
+            if task == WIKITEXT_MOBILELLM:  # the MobileLLM protocol reads the wikitext task's test pages
+                path = Path(data_dir) / TASKS["wikitext"].folder / "test.jsonl"
+                if not path.is_file():
+                    raise MissingTaskData(task, path, Path(data_dir))
+            else:
+                local_data_files(task, data_dir)
+        except MissingTaskData as error:
+            problems.append(str(error))
+    return problems
+
+
 def task_yaml(task: str, data_dir: str | Path | None, num_fewshot: int) -> dict[str, Any]:
     """The YAML dict of one task: lm-eval's definition included, data source and shots overridden."""
     spec = TASKS[task]

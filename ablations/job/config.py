@@ -67,6 +67,11 @@ class JobConfig:
     """Extra Lightning callbacks by name, each a `{_target_: class, …}` node that Hydra instantiates."""
     ckpt_path: str | None = "auto"
     """`auto`: resume from `<run dir>/checkpoints/last.ckpt` when present; null: fresh; `last`; or a path."""
+    force: bool = False
+    """Run again in a run dir whose record is `complete` (otherwise the job refuses and changes nothing)."""
+    resume_allow_changes: list[str] = field(default_factory=list)
+    """Config keys (`train.lr`, or a group `train`) a resumed run may change from the run it continues;
+    others that changed make the job refuse (operational keys, e.g. `eval.*`, `logger.*`, are always allowed)."""
     solve: Any = None
     """Fit the model to a parameter budget: a `SolveSpec` (`{vary: dim|ffn_hidden, params: N | match: {…}}`)
     or null. Untyped here because OmegaConf resolves an interpolation merged into a typed node against the

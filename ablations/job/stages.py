@@ -9,10 +9,12 @@ the rest. Under DDP every rank runs the stages; only the global-zero rank evalua
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import sys
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,18 +28,24 @@ from omegaconf import DictConfig
 from ablations.data.datamodule import TokenDataModule
 from ablations.data.tokenizer import check_vocab_fits
 from ablations.eval.evaluation import run_evaluation
+from ablations.eval.tasks import missing_task_data
 from ablations.job.config import JobConfig, composed_config, job_config
+from ablations.job.resume import changed_keys
 from ablations.model.budget import count_params, flops_per_token
+from ablations.records.atomic import atomic_write_text
 from ablations.records.errors import ConfigError, DivergenceError, TrialPruned
+from ablations.records.lock import run_dir_lock
 from ablations.records.result import package_versions, read_result, write_result
-from ablations.search.pruning import OptunaPruning
-from ablations.train.fit import TrainResult, fit
+from ablations.records.secrets import mask_secrets
+from ablations.search.pruning import OptunaPruning, trial_heartbeat
+from ablations.train.fit import TrainResult, checkpoint_counters, fit, resolve_ckpt_path
 from ablations.train.loggers import build_loggers
 from ablations.train.module import LitMobileLLM
 from ablations.train.plan import TrainPlan, plan_training
 from ablations.train.trainer import build_trainer, expected_world_size
 
 log = logging.getLogger(__name__)
+TRAINED_CONFIG_FILE = "job_config.json"
 RECORDED_PARAMS = ("total", "embedding", "output", "non_embedding", "applied")
 
 
@@ -54,12 +62,25 @@ class JobPlan:
 # ------------------------------------------------------------------------------------------- stages
 
 
-def validate(cfg: DictConfig, multirun: bool = False) -> JobConfig:
-    """Every rule of every group, before anything is built (one ConfigError lists all broken rules)."""
+def validate(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> JobConfig:
+    """Every rule of every group, before anything is built: the config, the launch, the checkpoint to resume
+    and what it may change, the evaluation data (one ConfigError lists all broken rules)."""
     job = job_config(cfg)
-    problems = launch_problems(job, multirun)
+    problems = launch_problems(job, multirun) + missing_task_data(job.eval.tasks, job.eval.data_dir)
+    try:
+        resumed = resolve_ckpt_path(job.ckpt_path, run_dir)
+    except FileNotFoundError as error:
+        problems.append(str(error))
+        resumed = None
+    trained_with = read_trained_config(run_dir) if resumed is not None else None
+    if trained_with is not None:
+        current = json.loads(json.dumps(mask_secrets(dataclasses.asdict(job)), default=str))  # as stored
+        problems += [
+            f"resuming {resumed} with a changed config (allow with resume_allow_changes=[KEY,...]): {change}"
+            for change in changed_keys(trained_with, current, job.resume_allow_changes)
+        ]
     if problems:
-        raise ConfigError("launch", problems)
+        raise ConfigError("job", problems)
     return job
 
 
@@ -157,12 +178,32 @@ def run_job(
     a failure stops anything (a multirun records it and goes on).
     """
     run_dir = Path(run_dir)
-    identity = {"name": name, "sweep": sweep, "axes": axes or {}}
+    with run_dir_lock(run_dir) if rank_zero_only.rank == 0 else nullcontext():
+        return run_locked_job(cfg, run_dir, {"name": name, "sweep": sweep, "axes": axes or {}}, multirun)
+
+
+def run_locked_job(
+    cfg: DictConfig, run_dir: Path, identity: dict[str, Any], multirun: bool
+) -> dict[str, Any]:
+    """`run_job` once the run dir is this process's: a complete record stays as it is unless forced."""
+    previous = read_result(run_dir)
+    if previous is not None and previous.get("status") == "complete" and not cfg.get("force"):
+        log.info("%s: its record is complete; nothing to do (force=true runs it again)", run_dir)
+        return previous
     try:
-        job = validate(cfg, multirun)
+        job = validate(cfg, run_dir, multirun)
     except ConfigError as error:  # nothing was built; the variant is still recorded, as failed
-        record(run_dir, {"status": "failed", **identity, "config": composed_config(cfg), "error": str(error)})
+        if previous is None or previous.get("status") != "complete":
+            record(
+                run_dir, {"status": "failed", **identity, "config": composed_config(cfg), "error": str(error)}
+            )
         raise
+    with trial_heartbeat(job.optuna, rank_zero_only.rank == 0):
+        return run_stages(job, run_dir, identity)
+
+
+def run_stages(job: JobConfig, run_dir: Path, identity: dict[str, Any]) -> dict[str, Any]:
+    """plan → data → model → train → evaluate → record, recording the outcome whatever happens."""
     job_plan = plan(job)
     values = start_record(job, job_plan, run_dir, identity)
     try:
@@ -176,7 +217,11 @@ def run_job(
     except BaseException as error:
         values["status"] = status_of(error)
         values["error"] = f"{type(error).__name__}: {error}"
-        log.error("job %s %s:\n%s", name, values["status"], traceback.format_exc())
+        if values["status"] == "interrupted":  # what the checkpoint it resumes from holds
+            counters = checkpoint_counters(run_dir)
+            values["tokens_seen"] = counters.get("tokens_seen", 0)
+            values["train"]["steps"] = counters.get("steps", 0)
+        log.error("job %s %s:\n%s", identity["name"], values["status"], traceback.format_exc())
         raise
     finally:
         values["finished"] = datetime.now(timezone.utc).isoformat()
@@ -195,7 +240,7 @@ def start_record(
         **identity,
         "seed": job.seed,
         "run_dir": str(run_dir),
-        "config": dataclasses.asdict(job),
+        "config": mask_secrets(dataclasses.asdict(job)),
         "params": job_plan.params,
         "flops_per_token": job_plan.flops_per_token,
         "tokens_seen": 0,
@@ -207,7 +252,18 @@ def start_record(
         "started": (previous or {}).get("started") or datetime.now(timezone.utc).isoformat(),
     }
     record(run_dir, values)
+    fresh = resolve_ckpt_path(job.ckpt_path, run_dir) is None
+    if rank_zero_only.rank == 0 and (fresh or read_trained_config(run_dir) is None):
+        atomic_write_text(
+            run_dir / TRAINED_CONFIG_FILE, json.dumps(values["config"], indent=2, default=str) + "\n"
+        )
     return values
+
+
+def read_trained_config(run_dir: Path) -> dict[str, Any] | None:
+    """The config the run dir's checkpoints were trained with (written when training first started)."""
+    path = run_dir / TRAINED_CONFIG_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def trained_fields(trained: TrainResult, job_plan: JobPlan) -> dict[str, Any]:

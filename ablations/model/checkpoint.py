@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ablations.model.architecture import MobileLLM
@@ -37,6 +38,18 @@ def save_model_dir(model: MobileLLM, out_dir: str | Path, tokenizer: Any = None)
     return out
 
 
+class CheckpointError(ValueError):
+    """A model file that cannot be read (truncated, corrupted, not safetensors); the message names it."""
+
+
+def read_safetensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (data only: the format holds no code), or an error naming it."""
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
+
+
 def load_model_dir(src_dir: str | Path, device: str | torch.device = "cpu") -> MobileLLM:
     """The model saved by `save_model_dir` (its dtype as saved)."""
     src = Path(src_dir)
@@ -46,5 +59,5 @@ def load_model_dir(src_dir: str | Path, device: str | torch.device = "cpu") -> M
     cfg = ModelConfig.from_dict(json.loads((src / CONFIG_FILE).read_text()))
     with torch.device("meta"):
         model = MobileLLM(cfg)
-    model.load_state_dict(load_file(str(src / WEIGHTS_FILE), device=str(device)), strict=True, assign=True)
+    model.load_state_dict(read_safetensors(src / WEIGHTS_FILE, device), strict=True, assign=True)
     return model

@@ -109,9 +109,10 @@ class ModelConfig:
                 v.append(f"{name} must be one of {tuple(registry)} (got {getattr(self, name)!r})")
         if not isinstance(self.sharing_repeats, int) or self.sharing_repeats < 1:
             v.append(f"sharing_repeats must be an integer >= 1 (got {self.sharing_repeats!r})")
-        if v:  # shape rules below assume the basic types hold
-            return v
-        return attention_violations(self.dim, self.n_heads, self.n_kv_heads, self.head_dim)
+        shape = (self.dim, self.n_heads, self.n_kv_heads or 1, self.head_dim or 2)
+        if all(isinstance(x, int) and x >= 1 for x in shape):  # the shape rules need valid numbers
+            v += attention_violations(self.dim, self.n_heads, self.n_kv_heads, self.head_dim)
+        return v
 
     @property
     def block_schedule(self) -> tuple[int, ...]:

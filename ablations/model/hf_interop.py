@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ablations.model.architecture import MobileLLM
 from ablations.model.axes import FFN_KINDS, NORMS
+from ablations.model.checkpoint import read_safetensors
 from ablations.model.config import ModelConfig
 
 # our parameter name inside a block → the HF names inside `model.layers.{i}` whose rows it stacks
@@ -184,12 +185,12 @@ def _load_safetensors(src: Path) -> dict[str, torch.Tensor]:
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         tensors: dict[str, torch.Tensor] = {}
         for shard in shards:
-            tensors.update(load_file(str(src / shard)))
+            tensors.update(read_safetensors(src / shard))
         return tensors
     single = src / "model.safetensors"
     if not single.is_file():
         raise ConversionError(f"no model.safetensors or model.safetensors.index.json in {src}")
-    return load_file(str(single))
+    return read_safetensors(single)
 
 
 def import_llama(src_dir: str | Path) -> MobileLLM:

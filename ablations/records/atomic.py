@@ -1,20 +1,41 @@
-"""Atomic file writes: a reader (or a crash) never sees a half-written record, config or weights file."""
+"""Atomic file writes: a reader (or a crash, or a power cut) never sees a half-written record, config or file.
+
+The data goes to a temporary sibling (same directory, so the same filesystem), is fsynced, renamed over the
+target, and the directory is fsynced so the rename itself is durable.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
 
+def temporary_sibling(path: Path) -> Path:
+    """A hidden name beside `path`, unique across hosts and processes sharing the directory."""
+    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or a directory's) data and metadata to stable storage."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """Call `write(tmp)` on a temporary sibling of `path`, then rename it over `path` (atomic on POSIX)."""
+    """Call `write(tmp)` on a temporary sibling of `path`, fsync it, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temporary_sibling(path)
     try:
         write(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
+        fsync_path(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return path

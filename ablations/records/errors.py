@@ -26,3 +26,7 @@ class DivergenceError(RuntimeError):
 
 class TrialPruned(RuntimeError):
     """An Optuna search trial was stopped by the study's pruner (the job's status is `pruned`)."""
+
+
+class RunDirLocked(RuntimeError):
+    """Another process is running a job in the same run dir (the message names its pid and host)."""

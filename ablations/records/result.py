@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ablations.records.atomic import atomic_write_text
+from ablations.records.secrets import mask_secrets
 
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
@@ -46,10 +47,10 @@ def package_versions() -> dict[str, str | None]:
 
 
 def write_result(run_dir: str | Path, record: dict[str, Any]) -> Path:
-    """Write `record` to run_dir/result.json via a temporary file and an atomic rename."""
+    """Write `record` (secrets masked) to run_dir/result.json via a temporary file and an atomic rename."""
     if record.get("status") not in STATUSES:
         raise ValueError(f"result status must be one of {STATUSES} (got {record.get('status')!r})")
-    text = json.dumps({"schema": SCHEMA_VERSION, **record}, indent=2, default=str) + "\n"
+    text = json.dumps(mask_secrets({"schema": SCHEMA_VERSION, **record}), indent=2, default=str) + "\n"
     return atomic_write_text(Path(run_dir) / RESULT_FILE, text)
 
 

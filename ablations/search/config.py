@@ -15,6 +15,9 @@ SOLVED_FIELDS: dict[str, tuple[str, ...]] = {
     "ffn_hidden": ("ffn_hidden",),
 }
 PRUNERS: tuple[str, ...] = ("median", "hyperband", "none")
+STORAGE_ENV = "ABLATIONS_OPTUNA_STORAGE"
+"""The environment variable that carries the study's storage URL (with its password) from the sweeper to
+its jobs; the config's `optuna.storage` holds it masked."""
 
 
 @dataclass
@@ -49,6 +52,7 @@ class OptunaTrialConfig:
 
     study_name: str | None = None
     storage: str | None = None
+    """The storage URL, password masked (the job reads the real URL from ABLATIONS_OPTUNA_STORAGE)."""
     trial_number: int | None = None
     """None: the job is not a search trial."""
     pruner: str = "median"
@@ -57,6 +61,8 @@ class OptunaTrialConfig:
     """Median pruner: no pruning before this many trials completed."""
     n_warmup_steps: int = 0
     """No pruning before this optimizer step."""
+    heartbeat_interval: int = 60
+    """Seconds between the trial's Optuna heartbeats, recorded by the job while it runs."""
 
     def __post_init__(self) -> None:
         if self.pruner not in PRUNERS:

@@ -1,18 +1,46 @@
-"""The job side of the Optuna search: report val/loss to the trial, stop when the pruner says so.
+"""The job side of the Optuna search: heartbeats for the trial, report val/loss, stop when the pruner says so.
 
-The sweeper passes the trial's handle as config (`optuna.study_name`, `optuna.storage`,
-`optuna.trial_number`), so the trial is reopened from the RDB storage in whatever process runs the job
-(in-process with the basic launcher, one SLURM job per trial with submitit).
+The sweeper passes the trial's handle as config (`optuna.study_name`, `optuna.trial_number`, the storage
+URL masked) and the real storage URL in the ABLATIONS_OPTUNA_STORAGE environment variable, so the trial is
+reopened from the RDB storage in whatever process runs the job (in-process with the basic launcher, one
+SLURM job per trial with submitit).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import lightning as L
 import optuna
 from lightning.pytorch.trainer.states import TrainerFn
+from optuna.storages._heartbeat import get_heartbeat_thread
 
 from ablations.records.errors import TrialPruned
-from ablations.search.config import OptunaTrialConfig
+from ablations.search.config import STORAGE_ENV, OptunaTrialConfig
+
+
+def storage_url(cfg: OptunaTrialConfig) -> str:
+    """The study's storage URL: the environment's (with its password), else the config's."""
+    url = os.environ.get(STORAGE_ENV) or cfg.storage
+    if not url:
+        raise ValueError(f"a search trial needs its storage URL ({STORAGE_ENV} or optuna.storage)")
+    return url
+
+
+@contextmanager
+def trial_heartbeat(cfg: OptunaTrialConfig, is_global_zero: bool) -> Iterator[None]:
+    """Optuna's heartbeat for the job's trial while the job runs (global rank 0): a killed job stops beating,
+    and the sweeper fails its trial as stale instead of leaving it RUNNING."""
+    if cfg.trial_number is None or not is_global_zero:
+        yield
+        return
+    storage = optuna.storages.RDBStorage(storage_url(cfg), heartbeat_interval=cfg.heartbeat_interval)
+    study_id = storage.get_study_id_from_name(str(cfg.study_name))
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, cfg.trial_number)
+    with get_heartbeat_thread(trial_id, storage):  # Optuna's own thread (what study.optimize runs)
+        yield
 
 
 def build_pruner(name: str, n_startup_trials: int = 5, n_warmup_steps: int = 0) -> optuna.pruners.BasePruner:

@@ -14,7 +14,18 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from ablations.train.loggers import JsonlLogger
 from ablations.train.perf import mfu, peak_tflops
+
+
+class MetricsRewind(L.Callback):
+    """At the start of (resumed) training: metrics.jsonl keeps only the steps before the one training
+    continues from, so replayed steps are never logged twice."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, JsonlLogger):
+                logger.rewind(trainer.global_step)
 
 
 class ThroughputMonitor(L.Callback):

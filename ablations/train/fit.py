@@ -59,6 +59,15 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     return ckpt_path
 
 
+def checkpoint_counters(run_dir: Path) -> dict[str, int]:
+    """Optimizer steps and tokens seen of the run's last checkpoint (empty when it has none)."""
+    last = run_dir / CKPT_DIR / LAST_CKPT
+    if not last.is_file():
+        return {}
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    return {"steps": int(checkpoint["global_step"]), "tokens_seen": int(checkpoint.get("tokens_seen", 0))}
+
+
 def summarize_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Final loss and mean throughput of a run from its metrics.jsonl (the first window is warm-up)."""
     losses = [r["train/loss"] for r in rows if "train/loss" in r]
@@ -81,7 +90,10 @@ def fit(
     val_batches: int,
 ) -> TrainResult:
     """Train to the plan's last step (resuming per `ckpt_path`), validate on `val_batches`, export the model."""
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(ckpt_path, run_dir))
+    # weights_only: a checkpoint is data, never code (torch < 2.6 would default to full unpickling)
+    trainer.fit(
+        module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(ckpt_path, run_dir), weights_only=True
+    )
     trainer.limit_val_batches = val_batches
     validation = trainer.validate(module, datamodule=datamodule, verbose=False)
     result = TrainResult(
@@ -97,8 +109,8 @@ def fit(
     )
     if trainer.is_global_zero:
         # the loop counters live in the checkpoint: with spawned workers this process never trained
-        last = torch.load(run_dir / CKPT_DIR / LAST_CKPT, map_location="cpu", weights_only=True, mmap=True)
-        result.steps, result.tokens_seen = int(last["global_step"]), int(last["tokens_seen"])
+        counters = checkpoint_counters(run_dir)
+        result.steps, result.tokens_seen = counters["steps"], counters["tokens_seen"]
         result.metrics = summarize_metrics(read_metrics(run_dir / METRICS_FILE))
         save_model_dir(module.model, run_dir / MODEL_DIR, tokenizer=datamodule.tokenizer)
         result.model_dir = MODEL_DIR

@@ -11,12 +11,14 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from ablations.records.metrics import METRICS_FILE, append_metrics
+from ablations.records.metrics import METRICS_FILE, append_metrics, rewind_metrics
+from ablations.records.secrets import mask_secrets
 from ablations.train.config import LoggerConfig
 
 
 class JsonlLogger(Logger):
-    """Appends one JSON object per logging step to `metrics.jsonl` (a resumed run keeps appending)."""
+    """Appends one JSON object per logging step to `metrics.jsonl`; a resumed run first drops the rows of
+    the steps it is about to redo (`rewind`), so the file always holds the uninterrupted run's rows."""
 
     def __init__(self, path: str | Path) -> None:
         super().__init__()
@@ -33,6 +35,10 @@ class JsonlLogger(Logger):
     @rank_zero_only
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         pass  # the resolved config lives in the result record and .hydra/
+
+    @rank_zero_only
+    def rewind(self, step: int) -> None:
+        rewind_metrics(self.path, step)
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -72,6 +78,6 @@ def build_loggers(
             tags=[f"{k}={v}" for k, v in axes.items()],
             offline=(not wandb_has_key()) if offline is None else offline,
         )
-        wandb_logger.log_hyperparams(job_config)
+        wandb_logger.log_hyperparams(mask_secrets(job_config))
         loggers.append(wandb_logger)
     return loggers

@@ -13,7 +13,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, Strategy
 
 from ablations.model.architecture import Block
-from ablations.train.callbacks import LastCheckpoint, ThroughputMonitor, TokenProgressBar
+from ablations.train.callbacks import LastCheckpoint, MetricsRewind, ThroughputMonitor, TokenProgressBar
 from ablations.train.config import TrainConfig, TrainerConfig
 from ablations.train.plan import TrainPlan
 
@@ -58,6 +58,7 @@ def build_trainer(
     ckpt_dir = run_dir / CKPT_DIR
     throughput = ThroughputMonitor(flops_per_token, train_cfg.log_every_n_steps, train_cfg.peak_tflops)
     callbacks: dict[str, L.Callback] = {
+        "metrics_rewind": MetricsRewind(),
         "throughput": throughput,
         "last": LastCheckpoint(ckpt_dir / LAST_CKPT),
     }

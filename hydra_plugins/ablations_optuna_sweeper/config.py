@@ -16,7 +16,12 @@ class AblationsOptunaSweeperConf:
     study_name: str = "search"
     """The study's name in the storage: a re-run with the same name resumes it."""
     storage: Any = None
-    """Optuna RDB URL: null → sqlite:///<hydra.sweep.dir>/optuna.db; `postgresql+psycopg2://...` for many nodes."""
+    """Optuna RDB URL: null → sqlite:///<hydra.sweep.dir>/optuna.db; `postgresql+psycopg2://...` for many nodes.
+    Jobs get it through the ABLATIONS_OPTUNA_STORAGE environment variable; everything written masks its password."""
+    heartbeat_interval: int = 60
+    """Seconds between a running trial's heartbeats (recorded by its job)."""
+    grace_period: int = 180
+    """A RUNNING trial without a heartbeat for this long is failed when a sweep (re)starts: its job died."""
     objectives: list[str] = field(default_factory=lambda: ["val_loss"])
     """Minimised, in order: `val_loss` (the job's final validation loss) and/or `params` (total parameters)."""
     sampler: str = "auto"

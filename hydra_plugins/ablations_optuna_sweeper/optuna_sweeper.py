@@ -4,7 +4,11 @@ Each batch: ask trials → compose each trial's config → prune analytically th
 (or FLOP) budget, without launching them → launch the rest with the configured Hydra launcher → tell
 each trial its objectives from the job's result record (`complete` → values; `pruned` → PRUNED, from the
 val/loss the job reported to the study during training; anything else, or a non-finite loss → FAIL).
-The study lives in an RDB storage (SQLite by default, PostgreSQL for many nodes) and resumes by name.
+The study lives in an RDB storage (SQLite by default, PostgreSQL for many nodes) and resumes by name, with
+Optuna's heartbeat: each job records heartbeats for its trial, and a trial whose process was killed
+(heartbeat older than the grace period) is failed by `fail_stale_trials` when a sweep starts or resumes, so it
+never stays RUNNING nor counts toward `n_trials`. The storage URL reaches jobs through an environment
+variable; configs, overrides, logs and records only ever hold it with its password masked.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,14 +36,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablations.job.config import job_config
 from ablations.model.budget import count_params, flops_per_token
+from ablations.records.atomic import atomic_write_text
 from ablations.records.errors import ConfigError
 from ablations.records.result import read_result
+from ablations.records.secrets import mask_text
+from ablations.search.config import STORAGE_ENV
 
 from .config import AblationsOptunaSweeperConf  # noqa: F401  (registers hydra/sweeper=ablations_optuna)
 
 log = logging.getLogger(__name__)
 OBJECTIVES = ("val_loss", "params")
 INFEASIBLE = "infeasible"
+STATUS = "status"  # set when the sweeper tells a trial from its job's record
 
 
 def distribution_of(override: Override) -> optuna.distributions.BaseDistribution:
@@ -142,7 +151,11 @@ class AblationsOptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         fixed, space = self.search_space(arguments)
-        storage = self.storage_url()
+        url = self.storage_url()
+        os.environ[STORAGE_ENV] = url  # jobs (in-process, or SLURM jobs inheriting it) open the study with it
+        storage = optuna.storages.RDBStorage(
+            url, heartbeat_interval=self.conf.heartbeat_interval, grace_period=self.conf.grace_period
+        )
         study = optuna.create_study(
             study_name=self.conf.study_name,
             storage=storage,
@@ -152,14 +165,15 @@ class AblationsOptunaSweeper(Sweeper):
         )
         for params in self.conf.enqueue_trials:
             study.enqueue_trial(OmegaConf.to_container(params, resolve=True), skip_if_exists=True)
-        log.info("study %s in %s: %d trials so far", study.study_name, storage, len(study.trials))
+        optuna.storages.fail_stale_trials(study)  # trials whose job died without a word: FAIL, not RUNNING
+        log.info("study %s in %s: %d trials so far", study.study_name, mask_text(url), len(study.trials))
         asked = 0
         while _launched(study) < self.conf.n_trials and asked < 20 * self.conf.n_trials:
             batch: list[tuple[optuna.trial.Trial, list[str]]] = []
             for _ in range(self.conf.n_jobs):  # asked together; the feasible ones are launched together
                 trial = study.ask(space)
                 asked += 1
-                overrides = self.trial_overrides(fixed, trial, study.study_name, storage)
+                overrides = self.trial_overrides(fixed, trial, study.study_name, mask_text(url))
                 reason = self.infeasible(overrides)
                 if reason is not None:
                     trial.set_user_attr(INFEASIBLE, reason)
@@ -176,15 +190,18 @@ class AblationsOptunaSweeper(Sweeper):
         self.write_summary(study)
 
     def trial_overrides(
-        self, fixed: Sequence[str], trial: optuna.trial.Trial, study_name: str, storage: str
+        self, fixed: Sequence[str], trial: optuna.trial.Trial, study_name: str, masked_storage: str
     ) -> list[str]:
+        """The trial's job config: fixed and sampled values, and the trial handle (the storage URL masked:
+        the job reads the real one from the environment)."""
         handle = [
             f"optuna.study_name={study_name}",
-            f"optuna.storage='{storage}'",
+            f"optuna.storage='{masked_storage}'",
             f"optuna.trial_number={trial.number}",
             f"optuna.pruner={self.conf.pruner}",
             f"optuna.n_startup_trials={self.conf.n_startup_trials}",
             f"optuna.n_warmup_steps={self.conf.n_warmup_steps}",
+            f"optuna.heartbeat_interval={self.conf.heartbeat_interval}",
             f"+axes.study={study_name}",
             f"+axes.trial={trial.number}",
         ]
@@ -212,9 +229,12 @@ class AblationsOptunaSweeper(Sweeper):
         return None
 
     def tell(self, study: optuna.Study, trial: optuna.trial.Trial, job: Any) -> None:
+        if study._storage.get_trial(trial._trial_id).state.is_finished():  # failed as stale meanwhile
+            log.warning("trial %d was already finished (its heartbeat went stale)", trial.number)
+            return
         record = _record_of(job)
         status = (record or {}).get("status")
-        trial.set_user_attr("status", status or "no record")
+        trial.set_user_attr(STATUS, status or "no record")
         if record and record.get("run_dir"):
             trial.set_user_attr("run_dir", record["run_dir"])
         if status == "pruned":
@@ -234,15 +254,20 @@ class AblationsOptunaSweeper(Sweeper):
         for t in study.trials:
             states[t.state.name] = states.get(t.state.name, 0) + 1
         best = [{"number": t.number, "values": t.values, "params": t.params} for t in study.best_trials]
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        (self.sweep_dir / "optuna_summary.json").write_text(
-            json.dumps({"study": study.study_name, "states": states, "best": best}, indent=2) + "\n"
-        )
+        summary = {"study": study.study_name, "states": states, "best": best}
+        atomic_write_text(self.sweep_dir / "optuna_summary.json", json.dumps(summary, indent=2) + "\n")
         log.info("study %s: %s; best %s", study.study_name, states, best)
 
 
 def _launched(study: optuna.Study) -> int:
-    return sum(1 for t in study.trials if INFEASIBLE not in t.user_attrs)
+    """Trials that count toward n_trials: launched (not infeasible), and not failed as stale (a killed job
+    whose trial was never told: it is re-done)."""
+    stale = optuna.trial.TrialState.FAIL
+    return sum(
+        1
+        for t in study.trials
+        if INFEASIBLE not in t.user_attrs and not (t.state == stale and STATUS not in t.user_attrs)
+    )
 
 
 def _record_of(job: Any) -> dict[str, Any] | None:

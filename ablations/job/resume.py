@@ -1,0 +1,69 @@
+"""What a resumed job may change from the run it continues.
+
+A resumed run continues a checkpoint: its model, data, tokenizer, recipe and seed must be the ones the
+checkpoint was trained with, or the record would describe a run that never happened (a changed LR is not
+applied to a restored schedule; a changed shape fails deep inside the state-dict load). Operational keys
+(evaluation, logging, hardware, checkpoint and validation cadence) may change freely; others only when
+listed in `resume_allow_changes`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# key prefixes a resumed run may always change
+OPERATIONAL: tuple[str, ...] = (
+    "eval.",
+    "logger.",
+    "trainer.",
+    "callbacks",
+    "name",
+    "sweep",
+    "axes",
+    "tables",
+    "scale.",
+    "skip_variants",
+    "skip_invalid",
+    "ckpt_path",
+    "force",
+    "resume_allow_changes",
+    "optuna.",
+    "train.log_every_n_steps",
+    "train.val_every_n_steps",
+    "train.val_batches",
+    "train.ckpt_every_n_steps",
+    "train.keep_checkpoints",
+    "train.compile",
+    "train.peak_tflops",
+    "data.num_proc",
+    "data.progress",
+    "data.verify_hashes",
+    "data.cache_dir",
+    "tokenizer.cache_dir",
+)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts → `a.b.c` keys (lists and scalars are values)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def is_allowed(key: str, prefixes: tuple[str, ...] | list[str]) -> bool:
+    """Whether `key` is one of `prefixes` or lies under one (`train` and `train.` both cover `train.lr`)."""
+    return any(key == p.rstrip(".") or key.startswith(p.rstrip(".") + ".") for p in prefixes)
+
+
+def changed_keys(previous: dict[str, Any], current: dict[str, Any], allowed: list[str]) -> list[str]:
+    """`key: old → new` for each key that differs and that a resumed run may not change."""
+    old, new = flatten(previous), flatten(current)
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key) and not is_allowed(key, (*OPERATIONAL, *allowed)):
+            changes.append(f"{key}: {old.get(key)!r} → {new.get(key)!r}")
+    return changes
