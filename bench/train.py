@@ -21,7 +21,7 @@ from ablations.job.config import compose_config, job_config
 from ablations.model.architecture import MobileLLM
 from ablations.model.budget import flops_per_token
 from ablations.model.config import ModelConfig
-from ablations.train.module import lm_loss
+from ablations.train.loss import lm_loss
 from ablations.train.perf import mfu, peak_tflops
 
 
