@@ -170,8 +170,8 @@ def test_auto_micro_batch_is_resolved_by_the_plan_stage() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "rule"),
     [
-        ("micro_batch_size", "big", "positive integer or 'auto'"),
-        ("micro_batch_size", 0, "positive integer or 'auto'"),
+        ("micro_batch_size", "big", "positive integer (got 'big'), or 'auto'"),
+        ("micro_batch_size", 0, "positive integer (got 0), or 'auto'"),
         ("device", "tpu_v9", "train.device='tpu_v9' is not one of"),
         ("activation_checkpointing", "some", "activation_checkpointing='some'"),
         ("loss_chunk_tokens", 0, "loss_chunk_tokens must be >= 1"),

@@ -95,7 +95,7 @@ class TrainConfig:
             not isinstance(self.micro_batch_size, int) or self.micro_batch_size < 1
         ):
             v.append(
-                f"train.micro_batch_size must be a positive integer or 'auto' (got {self.micro_batch_size!r})"
+                f"train.micro_batch_size must be a positive integer (got {self.micro_batch_size!r}), or 'auto'"
             )
         if self.device is not None and self.device not in DEVICES:
             v.append(f"train.device={self.device!r} is not one of {sorted(DEVICES)}")
