@@ -192,9 +192,14 @@ class MobileLLM(nn.Module):
     def output_weight(self) -> Tensor:
         return self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
 
-    def forward(self, tokens: Tensor, cache: KVCache | None = None) -> Tensor:
-        """Logits [B, T, vocab] for tokens [B, T]; with a cache, tokens continue the cached prefix."""
-        return F.linear(self.hidden_states(tokens, cache), self.output_weight)
+    def forward(self, tokens: Tensor, cache: KVCache | None = None, project: bool = True) -> Tensor:
+        """Logits [B, T, vocab] for tokens [B, T]; with a cache, tokens continue the cached prefix.
+
+        `project=False` returns the final-normed hidden states instead, for a loss that projects them itself
+        (the chunked loss): through `__call__`, so torch.compile and FSDP2's hooks still apply.
+        """
+        hidden = self.hidden_states(tokens, cache)
+        return F.linear(hidden, self.output_weight) if project else hidden
 
     def hidden_states(self, tokens: Tensor, cache: KVCache | None = None) -> Tensor:
         """The final-normed hidden states [B, T, dim]: the forward pass before the vocabulary projection

@@ -42,5 +42,5 @@ def lm_loss(model: MobileLLM, batch: Tensor, chunk_tokens: int | None = None) ->
     targets = batch[:, 1:].flatten()
     if chunk_tokens is None:
         return F.cross_entropy(model(batch[:, :-1]).flatten(0, 1).float(), targets)
-    hidden = model.hidden_states(batch[:, :-1]).flatten(0, 1)
+    hidden = model(batch[:, :-1], project=False).flatten(0, 1)
     return chunked_linear_cross_entropy(hidden, model.output_weight, targets, chunk_tokens)
