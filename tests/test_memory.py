@@ -192,3 +192,11 @@ def test_budget_cli_prints_the_per_gpu_memory() -> None:
     assert "per-GPU memory on h100_80gb" in result.stdout and "32 GPUs, strategy ddp" in result.stdout
     for row in ("AdamW states", "activations without checkpointing", "logits (peak)", "largest micro-batch"):
         assert row in result.stdout
+
+
+def test_the_memory_plan_and_its_cli_stay_torch_free() -> None:
+    check = "import sys, ablations.budget, ablations.train.memory; assert 'torch' not in sys.modules"
+    result = subprocess.run(
+        [sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
