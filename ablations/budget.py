@@ -1,6 +1,12 @@
-"""Print the parameter counts and FLOPs of any composed config (closed form, nothing is built):
+"""Print the parameter counts, FLOPs and per-GPU training memory of any composed config (closed form,
+nothing is built):
 
 python -m ablations.budget model=mobilellm_350m [model.sharing_scheme=reverse ...] [seq_len=4096]
+python -m ablations.budget model=mobilellm_350m train=paper_exploration trainer=ddp device=h100_80gb
+python -m ablations.budget model=mobilellm_1.5b trainer=fsdp world_size=32 train.activation_checkpointing=full
+
+`device=` names an entry of `ablations.train.memory.DEVICES` (default: `train.device`, else h100_80gb);
+`world_size=` overrides trainer.devices × trainer.num_nodes (devices=-1 counts as 8 GPUs per node).
 """
 
 from __future__ import annotations
@@ -10,10 +16,14 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from ablations.job.config import compose_config, group_choice, job_config
+from ablations.job.config import JobConfig, compose_config, group_choice, job_config
 from ablations.model.budget import summary_rows
 from ablations.model.config import ModelConfig
+from ablations.model.memory import ACTIVATION_CHECKPOINTING
 from ablations.records.errors import ConfigError
+from ablations.train.memory import GIB, device_capacity, largest_micro_batch, memory_plan
+
+GPUS_PER_NODE = 8  # assumed for trainer.devices=-1 (every visible GPU), which a plan cannot see
 
 
 def print_summary(cfg: ModelConfig, title: str, seq_len: int | None = None) -> None:
@@ -25,18 +35,72 @@ def print_summary(cfg: ModelConfig, title: str, seq_len: int | None = None) -> N
     Console().print(table)
 
 
+def print_memory(job: JobConfig, device: str, world_size: int, seq_len: int) -> None:
+    """The per-GPU memory table of this job's layout, and the largest micro-batch per checkpointing mode."""
+    train, trainer = job.train, job.trainer
+    capacity = device_capacity(device)
+    layout = (trainer.strategy, trainer.precision)
+    settings = (train.activation_checkpointing_every, train.loss_chunk_tokens)
+
+    def largest(mode: str) -> int:
+        return largest_micro_batch(job.model, seq_len, capacity, world_size, *layout, mode, *settings)
+
+    micro_batch = (
+        largest(train.activation_checkpointing)
+        if train.micro_batch_size == "auto"
+        else train.micro_batch_size
+    )
+    plan = memory_plan(
+        job.model, seq_len, int(micro_batch), world_size, *layout, train.activation_checkpointing, *settings
+    )
+    table = Table(
+        title=(
+            f"per-GPU memory on {device} ({capacity / GIB:.0f} GiB): {world_size} GPUs, strategy "
+            f"{trainer.strategy}, {trainer.precision}, micro-batch {micro_batch} × {seq_len}, checkpointing "
+            f"{train.activation_checkpointing}, loss chunk {train.loss_chunk_tokens}"
+        ),
+    )
+    table.add_column("part", style="bold")
+    table.add_column("GiB", justify="right")
+    table.add_column("of device", justify="right")
+    for label, size in plan.rows():
+        table.add_row(label, f"{size / GIB:.2f}", f"{size / capacity:.0%}")
+    for mode in ACTIVATION_CHECKPOINTING:
+        try:
+            fits = str(largest(mode))
+        except ConfigError:
+            fits = "none"
+        table.add_row(f"largest micro-batch, checkpointing {mode}", fits, "")
+    Console().print(table)
+
+
+def pop_option(overrides: list[str], key: str) -> str | None:
+    """Remove `key=value` items (not config keys) from the overrides; the last value wins."""
+    value = None
+    for item in [o for o in overrides if o.startswith(f"{key}=")]:
+        value = item.split("=", 1)[1]
+        overrides.remove(item)
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     overrides = list(sys.argv[1:] if argv is None else argv)
-    seq_len = None
-    for item in [o for o in overrides if o.startswith("seq_len=")]:
-        seq_len = int(item.split("=", 1)[1])
-        overrides.remove(item)
+    seq_len = pop_option(overrides, "seq_len")
+    device = pop_option(overrides, "device")
+    world_size = pop_option(overrides, "world_size")
     cfg = compose_config(overrides)
     try:
-        model_cfg = job_config(cfg).model
+        job = job_config(cfg)
+        print_summary(job.model, f"model={group_choice(cfg, 'model')}", int(seq_len) if seq_len else None)
+        devices = GPUS_PER_NODE if job.trainer.devices == -1 else job.trainer.devices
+        print_memory(
+            job,
+            device or job.train.device or "h100_80gb",
+            int(world_size) if world_size else devices * job.trainer.num_nodes,
+            int(seq_len) if seq_len else job.train.seq_len or job.model.max_seq_len,
+        )
     except ConfigError as error:
         raise SystemExit(f"error: {error}") from None
-    print_summary(model_cfg, f"model={group_choice(cfg, 'model')}", seq_len)
 
 
 if __name__ == "__main__":

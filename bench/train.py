@@ -1,18 +1,25 @@
-"""Training-step throughput: our MobileLLM vs transformers.LlamaForCausalLM of the same shape, same loop.
+"""Training-step throughput and memory: our MobileLLM vs transformers.LlamaForCausalLM of the same shape.
 
-    python bench/train.py                 # CPU: tiny and 125M (short sequence); prints tokens/s and the ratio
+    python bench/train.py                 # CPU: tokens/s ratio (tiny, 125M at a short sequence) and the
+                                          # chunked loss's peak memory against the plain loss
     python bench/train.py --steps 20      # more timed steps
+    python bench/train.py --gpu           # the same, and fail if no CUDA device is visible (the GPU mode
+                                          # runs whenever one is)
 
-On a GPU it also prints MFU of mobilellm_125m at seq 2048, bf16 autocast, with and without torch.compile
-(MFU = tokens/s · ablations.budget.flops_per_token / device peak; goal ≥ 45% on an H100).
+GPU mode: MFU of mobilellm_125m and mobilellm_350m at seq 2048, bf16 autocast, the chunked loss, with and
+without torch.compile and activation checkpointing, and each run's peak memory beside the memory plan's
+(MFU = tokens/s · ablations.model.budget.flops_per_token / device peak; goal ≥ 45% on an H100 for 125M).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import multiprocessing
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +28,11 @@ from ablations.job.config import compose_config, job_config
 from ablations.model.architecture import MobileLLM
 from ablations.model.budget import flops_per_token
 from ablations.model.config import ModelConfig
-from ablations.train.module import lm_loss
+from ablations.train.loss import lm_loss
+from ablations.train.memory import GIB, largest_micro_batch, memory_plan
 from ablations.train.perf import mfu, peak_tflops
+
+LOSS_CHUNK_TOKENS = 4096  # the training default (train.loss_chunk_tokens)
 
 
 def llama_twin(cfg: ModelConfig) -> torch.nn.Module:
@@ -90,22 +100,67 @@ def compare_on_cpu(
           f"LlamaForCausalLM {theirs:10,.0f} tok/s   ratio {ours / theirs:.2f}")  # fmt: skip
 
 
-def mfu_on_gpu(cfg: ModelConfig, batch_size: int, steps: int) -> None:
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes (Linux's VmHWM: unlike ru_maxrss it is not inherited
+    from the parent across exec)."""
+    status = Path("/proc/self/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) * 1024
+
+
+def peak_step_rss(cfg: ModelConfig, batch_size: int, seq_len: int, chunk_tokens: int | None) -> int:
+    """Bytes by which one forward + backward raises this (fresh) process's peak resident memory."""
+    torch.manual_seed(0)
+    model = MobileLLM(cfg)
+    batch = torch.randint(0, cfg.vocab_size, (batch_size, seq_len + 1))
+    before = peak_rss()
+    lm_loss(model, batch, chunk_tokens).backward()
+    return peak_rss() - before
+
+
+def compare_loss_memory_on_cpu(cfg: ModelConfig, batch_size: int, seq_len: int, chunk_tokens: int) -> None:
+    """Peak memory of a forward + backward with the chunked loss against the plain loss, each measured in
+    a fresh process (a process's peak only grows, and freed memory may stay with the allocator)."""
+    context = multiprocessing.get_context("spawn")
+    peaks = {}
+    for chunk in (None, chunk_tokens):
+        with context.Pool(1) as pool:
+            peaks[chunk] = pool.apply(peak_step_rss, (cfg, batch_size, seq_len, chunk))
+    plain, chunked = peaks[None], peaks[chunk_tokens]
+    print(f"loss memory, vocab {cfg.vocab_size}, batch {batch_size}×{seq_len}: plain {plain / 2**20:,.0f} MiB   "
+          f"chunked ({chunk_tokens} tokens) {chunked / 2**20:,.0f} MiB   ratio {chunked / plain:.2f}")  # fmt: skip
+
+
+def mfu_on_gpu(name: str, cfg: ModelConfig, batch_size: int, steps: int) -> None:
+    """MFU and peak memory of full optimizer steps, ± torch.compile, ± activation checkpointing."""
     device = torch.device("cuda")
-    peak = peak_tflops(torch.cuda.get_device_name(device))
-    batch = torch.randint(0, cfg.vocab_size, (batch_size, cfg.max_seq_len + 1), device=device)
-    flops = flops_per_token(cfg, cfg.max_seq_len)
-    for compiled in (False, True):
-        model = MobileLLM(cfg).to(device)
-        if compiled:
-            model.compile()
-        speed = tokens_per_s(model, lm_loss, batch, steps, autocast=torch.bfloat16)
-        utilisation = mfu(speed, flops, 1, peak)
-        shown = f"{utilisation:.1%}" if utilisation is not None else "n/a (unknown peak)"
-        print(f"mobilellm_125m seq {cfg.max_seq_len} bf16 compile={compiled!s:<5}: {speed:12,.0f} tok/s  "
-              f"{speed * flops / 1e12:6.1f} TFLOP/s  MFU {shown}  ({torch.cuda.get_device_name(device)})")  # fmt: skip
-        del model
-        torch.cuda.empty_cache()
+    device_name = torch.cuda.get_device_name(device)
+    peak = peak_tflops(device_name)
+    seq_len = cfg.max_seq_len
+    flops = flops_per_token(cfg, seq_len)
+    capacity = torch.cuda.get_device_properties(device).total_memory
+    loss_fn = functools.partial(lm_loss, chunk_tokens=LOSS_CHUNK_TOKENS)
+    for checkpointing in ("none", "full"):
+        layout = dict(checkpointing=checkpointing, loss_chunk_tokens=LOSS_CHUNK_TOKENS)
+        fitting = largest_micro_batch(cfg, seq_len, capacity, strategy="auto", **layout)
+        micro_batch = min(batch_size, fitting)
+        planned = memory_plan(cfg, seq_len, micro_batch, strategy="auto", **layout).total
+        batch = torch.randint(0, cfg.vocab_size, (micro_batch, seq_len + 1), device=device)
+        for compiled in (False, True):
+            torch.manual_seed(0)
+            model = MobileLLM(cfg).to(device)
+            model.set_activation_checkpointing(checkpointing)
+            if compiled:
+                model.compile()
+            torch.cuda.reset_peak_memory_stats(device)
+            speed = tokens_per_s(model, loss_fn, batch, steps, autocast=torch.bfloat16)
+            used = torch.cuda.max_memory_allocated(device)
+            utilisation = mfu(speed, flops, 1, peak)
+            shown = f"{utilisation:.1%}" if utilisation is not None else "n/a (unknown peak)"
+            print(f"{name} seq {seq_len} bf16 batch {micro_batch:>3} checkpointing={checkpointing:<4} "
+                  f"compile={compiled!s:<5}: {speed:10,.0f} tok/s {speed * flops / 1e12:6.1f} TFLOP/s  MFU {shown}  "
+                  f"peak {used / GIB:5.1f} GiB (plan {planned / GIB:5.1f})  ({device_name})")  # fmt: skip
+            del model
+            torch.cuda.empty_cache()
 
 
 def main() -> None:
@@ -116,19 +171,34 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=5, help="alternating measurements per model (best is kept)"
     )
-    parser.add_argument("--gpu-batch", type=int, default=16, help="micro-batch for the GPU MFU measurement")
+    parser.add_argument(
+        "--gpu-batch",
+        type=int,
+        default=16,
+        help="micro-batch for the GPU MFU measurement (capped to what fits)",
+    )
+    parser.add_argument(
+        "--gpu", action="store_true", help="require the GPU mode (it runs whenever CUDA is there)"
+    )
     args = parser.parse_args()
+    if args.gpu and not torch.cuda.is_available():
+        raise SystemExit("--gpu: no CUDA device is visible")
     tiny = job_config(compose_config(["model=tiny"])).model
     m125 = job_config(compose_config(["model=mobilellm_125m"])).model
+    m350 = job_config(compose_config(["model=mobilellm_350m"])).model
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     ls = dataclasses.replace(tiny, sharing_scheme="immediate", sharing_repeats=2)
     compare_on_cpu("tiny", tiny, 16, 256, args.steps, args.rounds)
     compare_on_cpu("tiny, immediate x2 (twin: 8 layers)", ls, 16, 256, args.steps, args.rounds)
     compare_on_cpu("mobilellm_125m (seq 128)", m125, 1, 128, args.steps, args.rounds)
+    compare_loss_memory_on_cpu(dataclasses.replace(tiny, vocab_size=32000), 4, 512, chunk_tokens=512)
     if torch.cuda.is_available():
-        mfu_on_gpu(m125, args.gpu_batch, steps=max(10, args.steps))
+        for name, cfg in (("mobilellm_125m", m125), ("mobilellm_350m", m350)):
+            mfu_on_gpu(name, cfg, args.gpu_batch, steps=max(10, args.steps))
     else:
-        print("no GPU: MFU of mobilellm_125m at seq 2048 (bf16, ± torch.compile) is measured on a GPU only")
+        print(
+            "no GPU: MFU of mobilellm_125m and _350m at seq 2048 (bf16, ± compile, ± checkpointing) needs one"
+        )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from ablations.job.stages import run_job
 from ablations.model.architecture import MobileLLM
 from ablations.model.config import ModelConfig
 from ablations.records.result import read_result
-from ablations.train.module import lm_loss
+from ablations.train.loss import lm_loss
 
 
 def test_two_ranks_see_disjoint_data_and_average_their_gradients(tmp_path: Path) -> None:

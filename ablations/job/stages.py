@@ -40,6 +40,7 @@ from ablations.records.secrets import mask_secrets
 from ablations.search.pruning import OptunaPruning, trial_heartbeat
 from ablations.train.fit import TrainResult, checkpoint_counters, fit, resolve_ckpt_path
 from ablations.train.loggers import build_loggers
+from ablations.train.micro_batch import micro_batch_size
 from ablations.train.module import LitMobileLLM
 from ablations.train.plan import TrainPlan, plan_training
 from ablations.train.trainer import build_trainer, expected_world_size
@@ -55,6 +56,8 @@ class JobPlan:
 
     train: TrainPlan
     world_size: int
+    micro_batch_size: int
+    """`train.micro_batch_size`, with `auto` resolved by the memory plan."""
     params: dict[str, int]
     flops_per_token: int
 
@@ -87,11 +90,15 @@ def validate(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> JobConfi
 def plan(job: JobConfig) -> JobPlan:
     """Steps, batch and LR for the world size the trainer config asks for; parameter and FLOP counts."""
     world_size = expected_world_size(job.trainer)
-    train_plan = plan_training(job.train, world_size, job.model.max_seq_len)
+    micro_batch = micro_batch_size(job.train, job.trainer, job.model, world_size)
+    train_plan = plan_training(
+        dataclasses.replace(job.train, micro_batch_size=micro_batch), world_size, job.model.max_seq_len
+    )
     counts = count_params(job.model).as_dict()
     return JobPlan(
         train=train_plan,
         world_size=world_size,
+        micro_batch_size=micro_batch,
         params={k: counts[k] for k in RECORDED_PARAMS},
         flops_per_token=flops_per_token(job.model, train_plan.seq_len),
     )
@@ -103,7 +110,7 @@ def prepare_data(job: JobConfig, job_plan: JobPlan) -> TokenDataModule:
         job.data,
         job.tokenizer,
         seq_len=job_plan.train.seq_len,
-        micro_batch_size=job.train.micro_batch_size,
+        micro_batch_size=job_plan.micro_batch_size,
         seed=job.seed,
     )
     datamodule.prepare_data()

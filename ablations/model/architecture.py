@@ -13,9 +13,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ablations.model.axes import FFN_KINDS, NORMS
 from ablations.model.config import ModelConfig
+from ablations.model.memory import checkpointed_applications
 
 
 class Norm(nn.Module):
@@ -173,7 +175,14 @@ class MobileLLM(nn.Module):
         self.norm = Norm(cfg)
         # tied: no output matrix exists, logits = h·Eᵀ (the paper's embedding sharing)
         self.lm_head = None if cfg.share_embeddings else nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.checkpointed: tuple[bool, ...] = checkpointed_applications(cfg.n_applied_layers, "none", 1)
         self.apply(self._init_weights)
+
+    def set_activation_checkpointing(self, mode: str, every: int = 2) -> None:
+        """Recompute block applications in backward instead of keeping their activations: `none`, `full`
+        (every application) or `every_k` (every `every`-th). Per application, so a shared block applied twice
+        is checkpointed at each use; the block is called as a module, so FSDP2's hooks unshard it again."""
+        self.checkpointed = checkpointed_applications(self.config.n_applied_layers, mode, every)
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -183,9 +192,14 @@ class MobileLLM(nn.Module):
     def output_weight(self) -> Tensor:
         return self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
 
-    def forward(self, tokens: Tensor, cache: KVCache | None = None) -> Tensor:
-        """Logits [B, T, vocab] for tokens [B, T]; with a cache, tokens continue the cached prefix."""
-        return F.linear(self.hidden_states(tokens, cache), self.output_weight)
+    def forward(self, tokens: Tensor, cache: KVCache | None = None, project: bool = True) -> Tensor:
+        """Logits [B, T, vocab] for tokens [B, T]; with a cache, tokens continue the cached prefix.
+
+        `project=False` returns the final-normed hidden states instead, for a loss that projects them itself
+        (the chunked loss): through `__call__`, so torch.compile and FSDP2's hooks still apply.
+        """
+        hidden = self.hidden_states(tokens, cache)
+        return F.linear(hidden, self.output_weight) if project else hidden
 
     def hidden_states(self, tokens: Tensor, cache: KVCache | None = None) -> Tensor:
         """The final-normed hidden states [B, T, dim]: the forward pass before the vocabulary projection
@@ -198,8 +212,12 @@ class MobileLLM(nn.Module):
         positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
         cos, sin = rope_tables(self.config.head_dim, self.config.rope_theta, positions)
         x = self.embed_tokens(tokens)
+        recompute = cache is None and torch.is_grad_enabled()
         for slot, index in enumerate(self.block_schedule):
-            x = self.blocks[index](x, cos, sin, cache, slot)
+            if recompute and self.checkpointed[slot]:
+                x = checkpoint(self.blocks[index], x, cos, sin, use_reentrant=False)
+            else:
+                x = self.blocks[index](x, cos, sin, cache, slot)
         if cache is not None:
             cache.length += tokens.shape[1]
         return self.norm(x)

@@ -3,6 +3,9 @@
 - `config`: `TrainConfig` (recipe), `TrainerConfig` (devices, strategy), `LoggerConfig`. Torch-free.
 - `plan`: token budget → steps, global batch, peak LR; the LR schedule. Torch-free.
 - `perf`: the MFU formula and the device peak table. Torch-free.
+- `memory`: the per-GPU memory plan, the device memory table, the largest micro-batch that fits. Torch-free.
+- `micro_batch`: `train.micro_batch_size=auto`, resolved for the job's device.
+- `loss`: the next-token loss, plain or chunked (the [tokens × vocab] fp32 logits never whole).
 - `optim`: AdamW decay groups and the warmup + cosine schedule.
 - `module`: `LitMobileLLM` (next-token loss, divergence check, gradient clipping, checkpointed RNG).
 - `callbacks`, `loggers`: throughput/MFU, progress, last/SIGTERM checkpoint; metrics.jsonl, CSV, W&B.

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ablations.model.memory import ACTIVATION_CHECKPOINTING
 from ablations.records.errors import ConfigError
+from ablations.train.memory import DEVICES
 
 PAPER_GLOBAL_BATCH_TOKENS = 1024 * 2048  # 32 GPUs × 32 sequences × 2048 tokens, at which the peak LR is 2e-3
 STRATEGIES: tuple[str, ...] = ("auto", "ddp", "ddp_spawn", "fsdp")
@@ -22,8 +24,22 @@ class TrainConfig:
 
     tokens: int = 251_658_240_000
     """Token budget of the run (0.25T = 120k steps at the paper's global batch); steps = tokens / global batch."""
-    micro_batch_size: int = 32
-    """Sequences per device per forward pass."""
+    micro_batch_size: Any = (
+        32  # int | str: OmegaConf 2.3.1 fails to expand a Union field inside the job schema
+    )
+    """Sequences per device per forward pass, or `auto`: the largest that fits `device` by the memory plan
+    (`ablations.train.memory.largest_micro_batch`), resolved by the job's plan stage."""
+    device: str | None = None
+    """The device the memory plan sizes `micro_batch_size=auto` for, a key of `ablations.train.memory.DEVICES`
+    (`h100_80gb`, `a100_40gb`, …); None → the memory of the visible CUDA device."""
+    activation_checkpointing: str = "none"
+    """Recompute block applications in backward instead of keeping their activations: `none`, `full` (every
+    application) or `every_k` (every `activation_checkpointing_every`-th; a shared block per application)."""
+    activation_checkpointing_every: int = 2
+    """k of `every_k`."""
+    loss_chunk_tokens: int | None = 4096
+    """The loss projects and scores this many tokens at a time (recomputed in backward), so the
+    [tokens × vocab] fp32 logits never exist whole; None → all logits at once (the plain path)."""
     grad_accum_steps: int = 1
     """Micro-batches accumulated into one optimizer step."""
     seq_len: int | None = None
@@ -68,13 +84,28 @@ class TrainConfig:
         v = []
         for name in (
             "tokens",
-            "micro_batch_size",
             "grad_accum_steps",
             "base_lr_batch_tokens",
             "log_every_n_steps",
+            "activation_checkpointing_every",
         ):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 v.append(f"train.{name} must be a positive integer (got {getattr(self, name)!r})")
+        if self.micro_batch_size != "auto" and (
+            not isinstance(self.micro_batch_size, int) or self.micro_batch_size < 1
+        ):
+            v.append(
+                f"train.micro_batch_size must be a positive integer (got {self.micro_batch_size!r}), or 'auto'"
+            )
+        if self.device is not None and self.device not in DEVICES:
+            v.append(f"train.device={self.device!r} is not one of {sorted(DEVICES)}")
+        if self.activation_checkpointing not in ACTIVATION_CHECKPOINTING:
+            v.append(
+                f"train.activation_checkpointing={self.activation_checkpointing!r} is not one of "
+                f"{ACTIVATION_CHECKPOINTING}"
+            )
+        if self.loss_chunk_tokens is not None and self.loss_chunk_tokens < 1:
+            v.append(f"train.loss_chunk_tokens must be >= 1 or null (got {self.loss_chunk_tokens})")
         if self.seq_len is not None and self.seq_len < 2:
             v.append(f"train.seq_len must be >= 2 or null (got {self.seq_len})")
         if self.lr is not None and not self.lr > 0:

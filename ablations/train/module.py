@@ -8,7 +8,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor
 
@@ -16,14 +15,9 @@ from ablations.model.architecture import MobileLLM
 from ablations.model.config import ModelConfig
 from ablations.records.errors import DivergenceError
 from ablations.train.config import TrainConfig
+from ablations.train.loss import lm_loss
 from ablations.train.optim import build_optimizer
 from ablations.train.plan import TrainPlan
-
-
-def lm_loss(model: MobileLLM, batch: Tensor) -> Tensor:
-    """Mean next-token cross-entropy of windows [B, T+1] (inputs = [:, :-1], targets = [:, 1:]), in fp32."""
-    logits = model(batch[:, :-1])
-    return F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
 
 
 class LitMobileLLM(L.LightningModule):
@@ -36,18 +30,21 @@ class LitMobileLLM(L.LightningModule):
         self.train_cfg = TrainConfig(**train_config)
         self.plan = TrainPlan(**plan)
         self.model = MobileLLM(ModelConfig.from_dict(model_config))
+        self.model.set_activation_checkpointing(
+            self.train_cfg.activation_checkpointing, self.train_cfg.activation_checkpointing_every
+        )
         if self.train_cfg.compile:
             self.model.compile()  # in place: state_dict keys stay model.<name>; self.log stays eager
         self.tokens_seen = 0
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        loss = lm_loss(self.model, batch)
+        loss = lm_loss(self.model, batch, self.train_cfg.loss_chunk_tokens)
         self.tokens_seen += batch[:, 1:].numel() * self.trainer.world_size
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        loss = lm_loss(self.model, batch)
+        loss = lm_loss(self.model, batch, self.train_cfg.loss_chunk_tokens)
         self.log("val/loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
