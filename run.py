@@ -56,6 +56,8 @@ def main(cfg: DictConfig) -> float | None:
         if multirun:  # recorded as failed in its result.json; the sweep goes on
             return None
         raise
+    if record["status"] == "planned":  # plan_only=true: printed, nothing run or recorded
+        return None
     log.info("result: %s (status %s)", run_dir / RESULT_FILE, record["status"])
     print(f"results: {run_dir / RESULT_FILE}")
     return (record.get("train") or {}).get("val_loss")

@@ -23,10 +23,11 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
-from ablations.data.datamodule import TokenDataModule
+from ablations.data.datamodule import TokenDataModule, loader_workers
 from ablations.data.tokenizer import check_vocab_fits
 from ablations.eval.evaluation import run_evaluation
 from ablations.job.config import JobConfig, composed_config, job_config
+from ablations.job.plan_report import print_plan
 from ablations.model.budget import count_params, flops_per_token
 from ablations.records.errors import ConfigError, DivergenceError, TrialPruned
 from ablations.records.result import package_versions, read_result, write_result
@@ -84,6 +85,7 @@ def prepare_data(job: JobConfig, job_plan: JobPlan) -> TokenDataModule:
         seq_len=job_plan.train.seq_len,
         micro_batch_size=job.train.micro_batch_size,
         seed=job.seed,
+        num_workers=loader_workers(job.data.loader_workers, job.trainer.accelerator),
     )
     datamodule.prepare_data()
     check_vocab_fits(datamodule.tokenizer, job.model.vocab_size)
@@ -94,7 +96,10 @@ def build_model(job: JobConfig, job_plan: JobPlan) -> LitMobileLLM:
     """The LightningModule around a freshly initialised model (seeded)."""
     L.seed_everything(job.seed, workers=True)
     return LitMobileLLM(
-        job.model.to_dict(), dataclasses.asdict(job.train), dataclasses.asdict(job_plan.train)
+        job.model.to_dict(),
+        dataclasses.asdict(job.train),
+        dataclasses.asdict(job_plan.train),
+        dataclasses.asdict(job.trainer),
     )
 
 
@@ -164,6 +169,9 @@ def run_job(
         record(run_dir, {"status": "failed", **identity, "config": composed_config(cfg), "error": str(error)})
         raise
     job_plan = plan(job)
+    if job.plan_only:  # a dry run: nothing built, nothing recorded
+        print_plan(job, job_plan.train, job_plan.params, job_plan.flops_per_token)
+        return {"status": "planned", **identity, "train": {"plan": dataclasses.asdict(job_plan.train)}}
     values = start_record(job, job_plan, run_dir, identity)
     try:
         datamodule = prepare_data(job, job_plan)
