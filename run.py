@@ -61,6 +61,8 @@ def main(cfg: DictConfig) -> float | None:
             return None  # the sweep goes on; its summary reports this job
         log.error("job %s: %s: %s", name, type(error).__name__, error)
         sys.exit(EXIT_CODES[status_of(error)])
+    if record["status"] == "planned":  # plan_only=true: printed, nothing run or recorded
+        return None
     log.info("result: %s (status %s)", run_dir / RESULT_FILE, record["status"])
     print(f"results: {run_dir / RESULT_FILE}")
     return (record.get("train") or {}).get("val_loss")

@@ -26,11 +26,42 @@ def test_paper_exploration_is_120k_steps_at_the_papers_batch() -> None:
 
 
 def test_lr_scales_linearly_with_global_batch() -> None:
-    cfg = job_config(compose_config(["train=paper_exploration"])).train
+    # without a fixed global batch, the batch (and so the LR and the step count) follows the world size
+    cfg = job_config(compose_config(["train=paper_exploration", "train.global_batch_size=null"])).train
     one_node = plan_training(cfg, world_size=8, model_max_seq_len=2048)  # MobileLLM's pretrain.sh: 5e-4
     assert one_node.peak_lr == pytest.approx(5e-4) and one_node.steps == 480_000
     accumulated = plan_training(TrainConfig(grad_accum_steps=4), world_size=8, model_max_seq_len=2048)
     assert accumulated.peak_lr == pytest.approx(2e-3) and accumulated.global_batch_sequences == 1024
+
+
+@pytest.mark.parametrize(
+    ("world_size", "micro", "accumulation"), [(1, 32, 32), (2, 32, 16), (32, 32, 1), (8, 8, 16)]
+)
+def test_paper_global_batch_is_fixed_whatever_the_gpu_count(
+    world_size: int, micro: int, accumulation: int
+) -> None:
+    cfg = job_config(compose_config(["train=paper_exploration", f"train.micro_batch_size={micro}"])).train
+    plan = plan_training(cfg, world_size, model_max_seq_len=2048)
+    assert (plan.steps, plan.peak_lr, plan.global_batch_sequences) == (120_000, pytest.approx(2e-3), 1024)
+    assert plan.grad_accum_steps == accumulation and plan.world_size == world_size
+
+
+def test_a_global_batch_the_gpus_cannot_divide_is_refused() -> None:
+    cfg = TrainConfig(global_batch_size=1024, micro_batch_size=32)
+    with pytest.raises(ConfigError, match=r"global_batch_size=1024 is not a multiple of .* = 96"):
+        plan_training(cfg, world_size=3, model_max_seq_len=2048)
+
+
+def test_scale_paper_plans_the_papers_run_on_its_cluster() -> None:
+    from ablations.job.stages import plan
+
+    job = job_config(compose_config(["scale=paper", "model=mobilellm_125m"]))
+    job_plan = plan(job)
+    assert (job.trainer.num_nodes, job.trainer.devices) == (4, 8) and job_plan.world_size == 32
+    assert job_plan.train.steps == 120_000 and job_plan.train.peak_lr == pytest.approx(2e-3)
+    assert job_plan.train.grad_accum_steps == 1
+    one_gpu = plan(job_config(compose_config(["scale=paper", "model=mobilellm_125m", "trainer=gpu"])))
+    assert one_gpu.train.steps == 120_000 and one_gpu.train.grad_accum_steps == 32
 
 
 def test_token_budget_rounds_steps_up_and_reports_the_real_token_count() -> None:
@@ -82,3 +113,16 @@ def test_mfu_by_hand_and_device_peaks() -> None:
     # 125M at seq 2048: 1,172,275,200 FLOPs/token; 400k tokens/s on one H100 → 47.4% MFU
     assert mfu(400_000, 1_172_275_200, 1, 989.0) == pytest.approx(400_000 * 1_172_275_200 / 989e12)
     assert mfu(1.0, 1, 1, None) is None
+
+
+def test_plan_only_prints_the_plan_and_builds_nothing(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ablations.job.stages import run_job
+
+    cfg = compose_config(["scale=paper", "model=mobilellm_125m", "trainer=gpu", "plan_only=true"])
+    record = run_job(cfg, tmp_path / "run", name="plan")
+    printed = capsys.readouterr().out
+    assert record["status"] == "planned" and not (tmp_path / "run").exists()  # no record, data or checkpoint
+    for row in ("optimizer steps", "tokens per step", "gradient accumulation", "micro-batch", "world size"):
+        assert row in printed
+    assert "120,000" in printed and "2,097,152" in printed and "estimated hours" in printed
+    assert record["train"]["plan"]["grad_accum_steps"] == 32

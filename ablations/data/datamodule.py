@@ -23,6 +23,16 @@ from ablations.data.loader import TokenWindowLoader, WindowBatchDataset, WindowI
 from ablations.data.shards import open_split, prepare_shards, read_manifest
 from ablations.data.tokenizer import load_tokenizer
 
+GPU_LOADER_WORKERS = 4  # enough to keep a GPU fed from memory-mapped shards (the work is slicing + copying)
+
+
+def loader_workers(configured: int | None, accelerator: str) -> int:
+    """DataLoader workers: the configured number, else 0 on CPU (the main process keeps up with a tiny
+    model) and GPU_LOADER_WORKERS on an accelerator."""
+    if configured is not None:
+        return configured
+    return 0 if accelerator == "cpu" else GPU_LOADER_WORKERS
+
 
 class TokenDataModule(L.LightningDataModule):
     def __init__(
@@ -110,7 +120,7 @@ class TokenDataModule(L.LightningDataModule):
             batch_size=None,  # the dataset yields whole batches
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
-            persistent_workers=False,
+            persistent_workers=self.num_workers > 0,  # no worker restart per validation or epoch
         )
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

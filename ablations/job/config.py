@@ -65,6 +65,8 @@ class JobConfig:
     """Set by sweeps: the axis values that define this variant (W&B tags, analysis columns)."""
     callbacks: dict[str, Any] = field(default_factory=dict)
     """Extra Lightning callbacks by name, each a `{_target_: class, …}` node that Hydra instantiates."""
+    plan_only: bool = False
+    """Print the plan (steps, batch, accumulation, world size, estimated hours) and exit before data or model."""
     ckpt_path: str | None = "auto"
     """`auto`: resume from `<run dir>/checkpoints/last.ckpt` when present; null: fresh; `last`; or a path."""
     force: bool = False

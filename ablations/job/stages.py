@@ -25,11 +25,12 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
-from ablations.data.datamodule import TokenDataModule
+from ablations.data.datamodule import TokenDataModule, loader_workers
 from ablations.data.tokenizer import check_vocab_fits
 from ablations.eval.evaluation import run_evaluation
 from ablations.eval.tasks import missing_task_data
 from ablations.job.config import JobConfig, composed_config, job_config
+from ablations.job.plan_report import print_plan
 from ablations.job.resume import changed_keys
 from ablations.model.budget import count_params, flops_per_token
 from ablations.records.atomic import atomic_write_text
@@ -38,7 +39,7 @@ from ablations.records.lock import run_dir_lock
 from ablations.records.result import package_versions, read_result, write_result
 from ablations.records.secrets import mask_secrets
 from ablations.search.pruning import OptunaPruning, trial_heartbeat
-from ablations.train.fit import TrainResult, checkpoint_counters, fit, resolve_ckpt_path
+from ablations.train.fit import TrainResult, fit, last_checkpoint_counters, resolve_ckpt_path
 from ablations.train.loggers import build_loggers
 from ablations.train.micro_batch import micro_batch_size
 from ablations.train.module import LitMobileLLM
@@ -112,6 +113,7 @@ def prepare_data(job: JobConfig, job_plan: JobPlan) -> TokenDataModule:
         seq_len=job_plan.train.seq_len,
         micro_batch_size=job_plan.micro_batch_size,
         seed=job.seed,
+        num_workers=loader_workers(job.data.loader_workers, job.trainer.accelerator),
     )
     datamodule.prepare_data()
     check_vocab_fits(datamodule.tokenizer, job.model.vocab_size)
@@ -122,7 +124,10 @@ def build_model(job: JobConfig, job_plan: JobPlan) -> LitMobileLLM:
     """The LightningModule around a freshly initialised model (seeded)."""
     L.seed_everything(job.seed, workers=True)
     return LitMobileLLM(
-        job.model.to_dict(), dataclasses.asdict(job.train), dataclasses.asdict(job_plan.train)
+        job.model.to_dict(),
+        dataclasses.asdict(job.train),
+        dataclasses.asdict(job_plan.train),
+        dataclasses.asdict(job.trainer),
     )
 
 
@@ -212,6 +217,9 @@ def run_locked_job(
 def run_stages(job: JobConfig, run_dir: Path, identity: dict[str, Any]) -> dict[str, Any]:
     """plan → data → model → train → evaluate → record, recording the outcome whatever happens."""
     job_plan = plan(job)
+    if job.plan_only:  # a dry run: nothing built, nothing recorded
+        print_plan(job, job_plan.train, job_plan.params, job_plan.flops_per_token)
+        return {"status": "planned", **identity, "train": {"plan": dataclasses.asdict(job_plan.train)}}
     values = start_record(job, job_plan, run_dir, identity)
     try:
         datamodule = prepare_data(job, job_plan)
@@ -225,7 +233,7 @@ def run_stages(job: JobConfig, run_dir: Path, identity: dict[str, Any]) -> dict[
         values["status"] = status_of(error)
         values["error"] = f"{type(error).__name__}: {error}"
         if values["status"] == "interrupted":  # what the checkpoint it resumes from holds
-            counters = checkpoint_counters(run_dir)
+            counters = last_checkpoint_counters(run_dir)
             values["tokens_seen"] = counters.get("tokens_seen", 0)
             values["train"]["steps"] = counters.get("steps", 0)
         log.error("job %s %s:\n%s", identity["name"], values["status"], traceback.format_exc())

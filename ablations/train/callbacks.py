@@ -41,6 +41,8 @@ class ThroughputMonitor(L.Callback):
         self.every_n_steps = every_n_steps
         self.peak_override = peak_tflops_per_device
         self.tokens_per_s: float | None = None
+        self.loss: float | None = None
+        """train/loss at the last logging step (read once per window, for the progress bar)."""
         self._last: tuple[float, int] | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -58,6 +60,8 @@ class ThroughputMonitor(L.Callback):
         if now <= last_time or tokens <= last_tokens:
             return
         self.tokens_per_s = (tokens - last_tokens) / (now - last_time)
+        loss = trainer.callback_metrics.get("train/loss")
+        self.loss = float(loss) if loss is not None else None
         peak = self.peak_override or self._device_peak(pl_module.device)
         metrics: dict[str, Any] = {
             "train/tokens": tokens,
@@ -85,7 +89,8 @@ class ThroughputMonitor(L.Callback):
 
 
 class TokenProgressBar(RichProgressBar):
-    """Lightning's rich bar (with its ETA) plus the throughput of the last logging window."""
+    """Lightning's rich bar (with its ETA) plus the loss and throughput of the last logging window (read by
+    the monitor at log time, so the bar adds no host sync per batch)."""
 
     def __init__(self, monitor: ThroughputMonitor) -> None:
         super().__init__()
@@ -93,6 +98,8 @@ class TokenProgressBar(RichProgressBar):
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
+        if self.monitor.loss is not None:
+            metrics["loss"] = f"{self.monitor.loss:.3f}"
         if self.monitor.tokens_per_s:
             metrics["tok/s"] = f"{self.monitor.tokens_per_s:,.0f}"
         return metrics

@@ -15,6 +15,7 @@ from ablations.train.memory import DEVICES
 
 PAPER_GLOBAL_BATCH_TOKENS = 1024 * 2048  # 32 GPUs × 32 sequences × 2048 tokens, at which the peak LR is 2e-3
 STRATEGIES: tuple[str, ...] = ("auto", "ddp", "ddp_spawn", "fsdp")
+FSDP_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 CLUSTERS: tuple[str, ...] = ("auto", "slurm")
 
 
@@ -29,6 +30,9 @@ class TrainConfig:
     )
     """Sequences per device per forward pass, or `auto`: the largest that fits `device` by the memory plan
     (`ablations.train.memory.largest_micro_batch`), resolved by the job's plan stage."""
+    global_batch_size: int | None = None
+    """Sequences per optimizer step over all devices; set, it fixes the step count and LR whatever the GPU
+    count (accumulation = global / (micro × world), which must divide); null → micro × world × grad_accum_steps."""
     device: str | None = None
     """The device the memory plan sizes `micro_batch_size=auto` for, a key of `ablations.train.memory.DEVICES`
     (`h100_80gb`, `a100_40gb`, …); None → the memory of the visible CUDA device."""
@@ -41,7 +45,7 @@ class TrainConfig:
     """The loss projects and scores this many tokens at a time (recomputed in backward), so the
     [tokens × vocab] fp32 logits never exist whole; None → all logits at once (the plain path)."""
     grad_accum_steps: int = 1
-    """Micro-batches accumulated into one optimizer step."""
+    """Micro-batches accumulated into one optimizer step (ignored when global_batch_size is set)."""
     seq_len: int | None = None
     """Tokens per training sequence; None → the model's max_seq_len."""
     lr: float | None = None
@@ -76,6 +80,8 @@ class TrainConfig:
     """Periodic checkpoints kept on disk (newest first); -1 keeps all."""
     peak_tflops: float | None = None
     """Peak dense TFLOP/s per device for MFU; None → looked up from the device name (A100/H100/H200)."""
+    assumed_mfu: float = 0.4
+    """MFU the `plan_only` report assumes to estimate the run's hours."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes carried into the result record (e.g. a sweep's explanation)."""
 
@@ -108,6 +114,14 @@ class TrainConfig:
             v.append(f"train.loss_chunk_tokens must be >= 1 or null (got {self.loss_chunk_tokens})")
         if self.seq_len is not None and self.seq_len < 2:
             v.append(f"train.seq_len must be >= 2 or null (got {self.seq_len})")
+        if self.global_batch_size is not None and (
+            not isinstance(self.global_batch_size, int) or self.global_batch_size < 1
+        ):
+            v.append(
+                f"train.global_batch_size must be a positive integer or null (got {self.global_batch_size!r})"
+            )
+        if not 0.0 < self.assumed_mfu <= 1.0:
+            v.append(f"train.assumed_mfu must be in (0, 1] (got {self.assumed_mfu})")
         if self.lr is not None and not self.lr > 0:
             v.append(f"train.lr must be > 0 or null (got {self.lr})")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -133,7 +147,15 @@ class TrainerConfig:
     """Nodes of a multi-node run (ranks come from the cluster environment)."""
     strategy: str = "auto"
     """`auto` (one device); `ddp` (the command is re-executed per rank: single runs and SLURM); `ddp_spawn`
-    (spawned workers: safe inside a local multirun); `fsdp` (sharded, one unit per block)."""
+    (spawned workers: safe inside a local multirun); `fsdp` (FSDP2 `fully_shard`, one unit per stored block
+    plus the root, through Lightning's ModelParallelStrategy; the command is re-executed per rank)."""
+    fsdp_param_dtype: str = "bfloat16"
+    """FSDP2 MixedPrecisionPolicy: dtype parameters are all-gathered and computed in (`float32` on CPU)."""
+    fsdp_reduce_dtype: str = "float32"
+    """FSDP2 MixedPrecisionPolicy: dtype gradients are reduce-scattered in."""
+    fsdp_replicate_groups: int = 1
+    """HSDP: > 1 splits the ranks into this many replicas (typically the node count), each sharding the model
+    over its own ranks (2-D mesh replicate × shard); 1 = plain FSDP (shard over every rank)."""
     precision: str = "32-true"
     """Lightning precision: `32-true` (CPU), `bf16-mixed` (GPU, the paper's), …"""
     process_group_backend: str | None = None
@@ -156,6 +178,11 @@ class TrainerConfig:
             )
         if self.num_nodes < 1:
             problems.append(f"trainer.num_nodes must be >= 1 (got {self.num_nodes})")
+        for name in ("fsdp_param_dtype", "fsdp_reduce_dtype"):
+            if getattr(self, name) not in FSDP_DTYPES:
+                problems.append(f"trainer.{name}={getattr(self, name)!r} is not one of {FSDP_DTYPES}")
+        if self.fsdp_replicate_groups < 1:
+            problems.append(f"trainer.fsdp_replicate_groups must be >= 1 (got {self.fsdp_replicate_groups})")
         if problems:
             raise ConfigError("trainer config", problems)
 

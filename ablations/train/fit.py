@@ -12,6 +12,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from ablations.data.datamodule import TokenDataModule
 from ablations.model.architecture import MobileLLM
@@ -21,6 +22,7 @@ from ablations.train.module import LitMobileLLM
 from ablations.train.trainer import CKPT_DIR, LAST_CKPT
 
 MODEL_DIR = "model"
+DIST_CKPT_META = "meta.pt"  # Lightning's name for the non-tensor part of a distributed checkpoint
 
 
 @dataclass
@@ -42,30 +44,62 @@ class TrainResult:
     """The native model directory (relative to the run dir) the global-zero rank exported."""
 
 
+def is_checkpoint(path: Path) -> bool:
+    """A Lightning checkpoint file, or a distributed checkpoint directory (`*.distcp` + `meta.pt`, FSDP2)."""
+    return path.is_file() or is_distributed_checkpoint(path)
+
+
+def is_distributed_checkpoint(path: Path) -> bool:
+    """A torch.distributed.checkpoint directory as Lightning's ModelParallelStrategy writes it."""
+    return path.is_dir() and (path / DIST_CKPT_META).is_file()
+
+
+def checkpoint_counters(path: Path) -> tuple[int, int]:
+    """(optimizer steps, tokens seen) of a checkpoint file or distributed checkpoint directory."""
+    meta = path / DIST_CKPT_META if path.is_dir() else path
+    state = torch.load(meta, map_location="cpu", weights_only=True, mmap=True)
+    return int(state["global_step"]), int(state["tokens_seen"])
+
+
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """`auto`: resume from the run's last.ckpt when it exists (a requeued job), else start fresh;
-    `last`: that file, which must exist; null: fresh; anything else: a checkpoint path."""
+    """`auto`: resume from the run's last.ckpt (file or distributed checkpoint dir) when it exists (a
+    requeued job), else start fresh; `last`: that checkpoint, which must exist; null: fresh; anything else:
+    a checkpoint path."""
     last = run_dir / CKPT_DIR / LAST_CKPT
     if ckpt_path in (None, "null", "none"):
         return None
     if ckpt_path == "auto":
-        return str(last) if last.is_file() else None
+        return str(last) if is_checkpoint(last) else None
     if ckpt_path == "last":
-        if not last.is_file():
+        if not is_checkpoint(last):
             raise FileNotFoundError(f"ckpt_path=last but {last} does not exist")
         return str(last)
-    if not Path(ckpt_path).is_file():
+    if not is_checkpoint(Path(ckpt_path)):
         raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
     return ckpt_path
 
 
-def checkpoint_counters(run_dir: Path) -> dict[str, int]:
+def last_checkpoint_counters(run_dir: Path) -> dict[str, int]:
     """Optimizer steps and tokens seen of the run's last checkpoint (empty when it has none)."""
     last = run_dir / CKPT_DIR / LAST_CKPT
-    if not last.is_file():
+    if not is_checkpoint(last):
         return {}
-    checkpoint = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
-    return {"steps": int(checkpoint["global_step"]), "tokens_seen": int(checkpoint.get("tokens_seen", 0))}
+    steps, tokens_seen = checkpoint_counters(last)
+    return {"steps": steps, "tokens_seen": tokens_seen}
+
+
+def full_model(module: LitMobileLLM) -> MobileLLM | None:
+    """The trained model with whole weights: the module's own, or, when FSDP2 sharded it, a plain copy
+    gathered to the CPU of the global-zero rank (a collective: every rank calls it; the others get None)."""
+    if not getattr(module.model, "_fsdp_sharded", False):
+        return module.model
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(module.model, options=options)
+    if not module.trainer.is_global_zero:
+        return None
+    model = MobileLLM(module.model.config)
+    model.load_state_dict(state)
+    return model
 
 
 def summarize_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -96,9 +130,10 @@ def fit(
     )
     trainer.limit_val_batches = val_batches
     validation = trainer.validate(module, datamodule=datamodule, verbose=False)
+    model = full_model(module)
     result = TrainResult(
         is_global_zero=trainer.is_global_zero,
-        model=module.model,
+        model=model,  # type: ignore[arg-type]  # None only off the global-zero rank, which never reads it
         tokenizer=datamodule.tokenizer,
         manifest=datamodule.manifest,
         steps=0,
@@ -109,9 +144,8 @@ def fit(
     )
     if trainer.is_global_zero:
         # the loop counters live in the checkpoint: with spawned workers this process never trained
-        counters = checkpoint_counters(run_dir)
-        result.steps, result.tokens_seen = counters["steps"], counters["tokens_seen"]
+        result.steps, result.tokens_seen = checkpoint_counters(run_dir / CKPT_DIR / LAST_CKPT)
         result.metrics = summarize_metrics(read_metrics(run_dir / METRICS_FILE))
-        save_model_dir(module.model, run_dir / MODEL_DIR, tokenizer=datamodule.tokenizer)
+        save_model_dir(model, run_dir / MODEL_DIR, tokenizer=datamodule.tokenizer)
         result.model_dir = MODEL_DIR
     return result

@@ -1,4 +1,6 @@
-"""The LightningModule: next-token loss on the inner MobileLLM, AdamW + schedule, divergence detection."""
+"""The LightningModule: next-token loss on the inner MobileLLM, AdamW + schedule, FSDP2 sharding in
+`configure_model`, gradient clipping whose norm is the logged one, divergence detection without a per-step
+host sync."""
 
 from __future__ import annotations
 
@@ -8,27 +10,33 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor
 
 from ablations.model.architecture import MobileLLM
 from ablations.model.config import ModelConfig
 from ablations.records.errors import DivergenceError
-from ablations.train.config import TrainConfig
+from ablations.train.config import TrainConfig, TrainerConfig
 from ablations.train.loss import lm_loss
-from ablations.train.optim import build_optimizer
+from ablations.train.optim import build_optimizer, clip_grad_norm
 from ablations.train.plan import TrainPlan
+from ablations.train.sharding import fsdp_mesh, shard_model
 
 
 class LitMobileLLM(L.LightningModule):
     def __init__(
-        self, model_config: dict[str, Any], train_config: dict[str, Any], plan: dict[str, Any]
+        self,
+        model_config: dict[str, Any],
+        train_config: dict[str, Any],
+        plan: dict[str, Any],
+        trainer_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         # plain dicts, so checkpoints reload without this package's classes: hyper_parameters["model_config"]
         self.save_hyperparameters()
         self.train_cfg = TrainConfig(**train_config)
+        self.trainer_cfg = TrainerConfig(**(trainer_config or {}))
         self.plan = TrainPlan(**plan)
+        # built (and initialised) here for every strategy, so a sharded run starts from the same weights
         self.model = MobileLLM(ModelConfig.from_dict(model_config))
         self.model.set_activation_checkpointing(
             self.train_cfg.activation_checkpointing, self.train_cfg.activation_checkpointing_every
@@ -36,11 +44,24 @@ class LitMobileLLM(L.LightningModule):
         if self.train_cfg.compile:
             self.model.compile()  # in place: state_dict keys stay model.<name>; self.log stays eager
         self.tokens_seen = 0
+        self.grad_norm: Tensor | None = None
+        """The last step's gradient norm, as returned by the clipping call (a device tensor: no sync)."""
+        self._nonfinite: Tensor | None = None
+        """True on the device once any step's gradient norm was NaN/Inf; read at log and checkpoint time."""
+
+    def configure_model(self) -> None:
+        """Under ModelParallelStrategy (trainer=fsdp): FSDP2 `fully_shard` per block and the root."""
+        if self._device_mesh is None or getattr(self.model, "_fsdp_sharded", False):
+            return
+        mesh = fsdp_mesh(self.device_mesh["data_parallel"], self.trainer_cfg.fsdp_replicate_groups)
+        shard_model(self.model, mesh, self.trainer_cfg)
+        self.model._fsdp_sharded = True  # configure_model runs again for validate(): shard once
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         loss = lm_loss(self.model, batch, self.train_cfg.loss_chunk_tokens)
         self.tokens_seen += batch[:, 1:].numel() * self.trainer.world_size
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        # not prog_bar: the bar would read it (.item(), a host sync) every batch; it shows the logged value
+        self.log("train/loss", loss, on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> Tensor:
@@ -48,33 +69,31 @@ class LitMobileLLM(L.LightningModule):
         self.log("val/loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # gradients are already averaged across ranks here, so every rank takes the same decision
-        norm = self._grad_norm()
-        if not torch.isfinite(norm):
-            raise DivergenceError(
-                f"non-finite gradient norm ({norm.item()}) at step {self.global_step}: the loss diverged; "
-                "the last checkpoint before this step is kept"
-            )
-        self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
-        self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
-
-    def _grad_norm(self) -> Tensor:
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        squared = torch.stack([g.detach().float().pow(2).sum() for g in grads]).sum()
-        if isinstance(self.trainer.strategy, FSDPStrategy):  # sharded grads: sum the shards
-            squared = self.trainer.strategy.reduce(squared, reduce_op="sum")
-        return squared.sqrt()
-
     def configure_gradient_clipping(
         self,
         optimizer: torch.optim.Optimizer,
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        if self.train_cfg.grad_clip > 0:
-            self.clip_gradients(
-                optimizer, gradient_clip_val=self.train_cfg.grad_clip, gradient_clip_algorithm="norm"
+        # gradients are already averaged across ranks here, so every rank computes the same global norm
+        self.grad_norm = clip_grad_norm(self.model.parameters(), self.train_cfg.grad_clip)
+        nonfinite = ~torch.isfinite(self.grad_norm)
+        self._nonfinite = nonfinite if self._nonfinite is None else self._nonfinite | nonfinite
+        self.log("train/grad_norm", self.grad_norm, on_step=True, on_epoch=False)
+        self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # the one host sync of divergence detection, at log intervals (checkpoints check it too)
+        step = self.trainer.global_step
+        if step % self.train_cfg.log_every_n_steps == 0 or step >= self.plan.steps:
+            self.raise_if_diverged()
+
+    def raise_if_diverged(self) -> None:
+        """DivergenceError when any step since the start had a non-finite gradient norm."""
+        if self._nonfinite is not None and bool(self._nonfinite):
+            raise DivergenceError(
+                f"non-finite gradient norm ({float(self.grad_norm)}) by step {self.global_step}: the loss "
+                "diverged; the last checkpoint before this step is kept"
             )
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -82,6 +101,7 @@ class LitMobileLLM(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.raise_if_diverged()  # never write a checkpoint of diverged weights
         checkpoint["tokens_seen"] = self.tokens_seen
         checkpoint["rng"] = {
             "torch": torch.get_rng_state(),

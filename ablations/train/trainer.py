@@ -10,9 +10,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, Strategy
+from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, Strategy
 
-from ablations.model.architecture import Block
 from ablations.train.callbacks import LastCheckpoint, MetricsRewind, ThroughputMonitor, TokenProgressBar
 from ablations.train.config import TrainConfig, TrainerConfig
 from ablations.train.plan import TrainPlan
@@ -36,10 +35,12 @@ def build_strategy(cfg: TrainerConfig) -> Strategy | str:
     if cfg.strategy == "ddp_spawn":
         return DDPStrategy(process_group_backend=cfg.process_group_backend, start_method="spawn")
     if cfg.strategy == "fsdp":
-        return FSDPStrategy(
-            sharding_strategy="FULL_SHARD",
-            auto_wrap_policy={Block},
-            state_dict_type="full",
+        # FSDP2: LitMobileLLM.configure_model applies fully_shard over the strategy's data-parallel mesh
+        # (tensor_parallel_size=1); checkpoints are distributed checkpoint dirs (*.distcp + meta.pt)
+        return ModelParallelStrategy(
+            data_parallel_size=expected_world_size(cfg),
+            tensor_parallel_size=1,
+            save_distributed_checkpoint=True,
             process_group_backend=cfg.process_group_backend,
         )
     return "auto"
@@ -91,10 +92,10 @@ def build_trainer(
         callbacks=list(callbacks.values()),
         max_steps=plan.steps,
         max_epochs=-1,
-        accumulate_grad_batches=train_cfg.grad_accum_steps,
+        accumulate_grad_batches=plan.grad_accum_steps,
         log_every_n_steps=train_cfg.log_every_n_steps,
         # validation every N optimizer steps of an endless loader (val_check_interval counts batches)
-        val_check_interval=val_every * train_cfg.grad_accum_steps if val_every else None,
+        val_check_interval=val_every * plan.grad_accum_steps if val_every else None,
         check_val_every_n_epoch=None,
         limit_val_batches=train_cfg.val_batches if val_every else 0,
         num_sanity_val_steps=0,
