@@ -3,8 +3,9 @@
     dm = TokenDataModule(DataConfig(...), TokenizerConfig(...), seq_len=2048, micro_batch_size=32, seed=0)
     trainer.fit(module, datamodule=dm)
 
-`prepare_data` (once per node, local rank 0) trains/loads the tokenizer and builds the shards; `setup` opens
-them on every rank. Train batches are LongTensor [micro_batch_size, seq_len + 1] (inputs `[:, :-1]`,
+`prepare_data` trains/loads the tokenizer and builds the shards under a file lock in the cache directory, so
+whichever process comes first builds them and every other rank, node or job waits and reuses them; `setup`
+opens them on every rank. Train batches are LongTensor [micro_batch_size, seq_len + 1] (inputs `[:, :-1]`,
 targets `[:, 1:]`), disjoint per rank, from an infinite seeded stream; validation is one ordered pass over
 the held-out documents (its last batch may be smaller). `state_dict` holds the number of training batches
 consumed, so a run resumed from a Lightning checkpoint continues with exactly the next batch.
@@ -20,7 +21,8 @@ import torch
 
 from ablations.data.config import DataConfig, TokenizerConfig
 from ablations.data.loader import TokenWindowLoader, WindowBatchDataset, WindowIndex
-from ablations.data.shards import open_split, prepare_shards, read_manifest
+from ablations.data.prepare import prepare_locked
+from ablations.data.shards import open_split, read_manifest
 from ablations.data.tokenizer import load_tokenizer
 
 
@@ -61,13 +63,14 @@ class TokenDataModule(L.LightningDataModule):
         return self.train_loader.tokens_seen if self.train_loader is not None else 0
 
     def prepare_data(self) -> None:
-        prepare_shards(self.data_cfg, self.tokenizer_cfg, self.tokenizer)
+        if self.shard_dir is None:
+            self._tokenizer, self.shard_dir = prepare_locked(self.data_cfg, self.tokenizer_cfg)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_loader is not None:
             return
-        # after prepare_data this finds (and verifies) the shards; without it (plain use) it builds them
-        self.shard_dir = prepare_shards(self.data_cfg, self.tokenizer_cfg, self.tokenizer)
+        self.prepare_data()  # a no-op after prepare_data; plain use (no Trainer) builds the shards here
+        assert self.shard_dir is not None
         self.manifest = read_manifest(self.shard_dir, verify_hashes=False)
         rank, world = self._rank_and_world()
         where = str(self.shard_dir)
