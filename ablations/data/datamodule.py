@@ -7,8 +7,9 @@
 whichever process comes first builds them and every other rank, node or job waits and reuses them; `setup`
 opens them on every rank. Train batches are LongTensor [micro_batch_size, seq_len + 1] (inputs `[:, :-1]`,
 targets `[:, 1:]`), disjoint per rank, from an infinite seeded stream; validation is one ordered pass over
-the held-out documents (its last batch may be smaller). `state_dict` holds the number of training batches
-consumed, so a run resumed from a Lightning checkpoint continues with exactly the next batch.
+the held-out documents (its last batch may be smaller). `state_dict` holds the number of global training samples
+consumed, so a run resumed from a Lightning checkpoint (on any number of ranks with the same global batch)
+continues with exactly the next batch.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class TokenDataModule(L.LightningDataModule):
 
     @property
     def tokens_seen(self) -> int:
-        """Training target tokens consumed so far (micro_batch_size · seq_len per batch, this rank)."""
+        """Training target tokens consumed so far by all ranks (global samples · seq_len)."""
         return self.train_loader.tokens_seen if self.train_loader is not None else 0
 
     def prepare_data(self) -> None:
@@ -77,7 +78,11 @@ class TokenDataModule(L.LightningDataModule):
         train = WindowIndex(
             open_split(self.shard_dir, self.manifest, "train"), self.seq_len, f"{where} (train)"
         )
-        self.train_loader = TokenWindowLoader(train, self.micro_batch_size, self.seed, rank, world)
+        # the epoch orders are computed once and memory-mapped by every rank (beside the shards' cache)
+        orders = Path(self.data_cfg.cache_dir).expanduser() / "orders" / self.shard_dir.name
+        self.train_loader = TokenWindowLoader(
+            train, self.micro_batch_size, self.seed, rank, world, order_dir=orders
+        )
         if self.manifest["splits"]["val"]["tokens"] > self.seq_len:
             val = WindowIndex(
                 open_split(self.shard_dir, self.manifest, "val"), self.seq_len, f"{where} (val)"

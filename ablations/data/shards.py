@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import shutil
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ MANIFEST = "manifest.json"
 FORMAT = "ablations-token-shards"
 FORMAT_VERSION = 1
 SPLITS: tuple[str, str] = ("train", "val")
+MAX_OPEN_SHARDS = 128  # memory maps (file descriptors) a split keeps open at once
 
 
 def shard_dtype(vocab_size: int) -> np.dtype:
@@ -413,11 +415,48 @@ def check_tokenizer_matches(manifest: dict[str, Any], tok: dict[str, Any], shard
             )
 
 
-def open_split(shard_dir: Path, manifest: dict[str, Any], split: str) -> list[np.ndarray]:
-    """Read-only memory maps of a split's shards (empty shards left out)."""
+def open_split(
+    shard_dir: Path, manifest: dict[str, Any], split: str, max_open: int = MAX_OPEN_SHARDS
+) -> list[Shard]:
+    """A split's shards (empty ones left out), memory-mapped on first use; at most `max_open` stay open."""
     dtype = np.dtype(manifest["dtype"])
+    files = OpenShards(max_open)
     return [
-        np.memmap(Path(shard_dir) / s["file"], dtype=dtype, mode="r", shape=(s["tokens"],))
+        Shard(Path(shard_dir) / s["file"], dtype, s["tokens"], files)
         for s in manifest["splits"][split]["shards"]
         if s["tokens"] > 0
     ]
+
+
+class OpenShards:
+    """Read-only memory maps of shard files, opened on demand, the least recently used closed beyond
+    `max_open` (each map holds a file descriptor: 2,000 shards must not need 2,000)."""
+
+    def __init__(self, max_open: int) -> None:
+        self.max_open = max_open
+        self._maps: OrderedDict[Path, np.memmap] = OrderedDict()
+
+    def get(self, path: Path, dtype: np.dtype, tokens: int) -> np.memmap:
+        mapped = self._maps.get(path)
+        if mapped is None:
+            while len(self._maps) >= self.max_open:
+                self._maps.popitem(last=False)  # the map (and its descriptor) closes with its last reference
+            mapped = self._maps[path] = np.memmap(path, dtype=dtype, mode="r", shape=(tokens,))
+        self._maps.move_to_end(path)
+        return mapped
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"max_open": self.max_open, "_maps": OrderedDict()}  # a worker process opens its own
+
+
+class Shard:
+    """One shard file as a read-only token array: `len` and slicing (slices are copies of the mapped data)."""
+
+    def __init__(self, path: Path, dtype: np.dtype, tokens: int, files: OpenShards) -> None:
+        self.path, self.dtype, self.tokens, self.files = path, dtype, tokens, files
+
+    def __len__(self) -> int:
+        return self.tokens
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        return np.array(self.files.get(self.path, self.dtype, self.tokens)[key])
