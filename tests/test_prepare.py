@@ -130,3 +130,36 @@ def test_verified_once_then_changed_shards_are_checked_again(tok, corpus: Path, 
     (out / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(DataError, match=f"{shard['file']}: holds token id"):
         read_manifest(out, verify_hashes=True)
+
+
+def test_a_budget_over_max_epochs_is_refused_before_training(tmp_path: Path) -> None:
+    from ablations.job.config import compose_config
+    from ablations.job.stages import run_job
+    from ablations.records.errors import ConfigError
+
+    small = [
+        "train.micro_batch_size=8",
+        "train.seq_len=64",
+        "data.progress=false",
+        "logger=none",
+        "eval=none",
+    ]
+    small += ["trainer.enable_progress_bar=false"]
+    cfg = compose_config([*small, "train.tokens=1000000000", "data.max_epochs=1"])
+    with pytest.raises(ConfigError, match=r"epochs of .* above data.max_epochs=1"):
+        run_job(cfg, tmp_path, name="too_long")
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert record["status"] == "failed" and "max_epochs" in record["error"]
+    assert not (tmp_path / "checkpoints").exists()  # refused before any training step
+
+
+def test_epochs_are_counted_against_the_train_windows() -> None:
+    from ablations.data.epochs import check_epochs
+    from ablations.records.errors import ConfigError
+
+    manifest = {"key": "k", "splits": {"train": {"shards": [{"tokens": 65}, {"tokens": 129}]}}}
+    # windows of 64: 1 + 2 = 3 windows = 192 target tokens per epoch
+    assert check_epochs(192, 64, manifest, DataConfig()) == 1.0
+    assert check_epochs(384, 64, manifest, DataConfig(max_epochs=2.5)) == 2.0
+    with pytest.raises(ConfigError, match=r"2\.00 epochs of 192 train tokens .* above data\.max_epochs=1\.5"):
+        check_epochs(384, 64, manifest, DataConfig(max_epochs=1.5))
