@@ -17,8 +17,9 @@ from ablations.data.datamodule import TokenDataModule
 from ablations.model.architecture import MobileLLM
 from ablations.model.checkpoint import save_model_dir
 from ablations.records.metrics import METRICS_FILE, read_metrics
+from ablations.train.checkpoint_io import newest_loadable
 from ablations.train.module import LitMobileLLM
-from ablations.train.trainer import CKPT_DIR, LAST_CKPT
+from ablations.train.trainer import CKPT_DIR, LAST_CKPT, PERIODIC_GLOB
 
 MODEL_DIR = "model"
 
@@ -43,18 +44,21 @@ class TrainResult:
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """`auto`: resume from the run's last.ckpt when it exists (a requeued job), else start fresh;
-    `last`: that file, which must exist; null: fresh; anything else: a checkpoint path."""
-    last = run_dir / CKPT_DIR / LAST_CKPT
+    """`auto`: resume from the run's newest checkpoint that loads (last.ckpt, a file or a sharded
+    directory, else the newest `step-*.ckpt`, a warning naming each corrupt one skipped), else start fresh;
+    `last`: that checkpoint, which must exist; null: fresh; anything else: a checkpoint path."""
+    ckpt_dir = run_dir / CKPT_DIR
+    last = ckpt_dir / LAST_CKPT
     if ckpt_path in (None, "null", "none"):
         return None
     if ckpt_path == "auto":
-        return str(last) if last.is_file() else None
+        found = newest_loadable(last, list(ckpt_dir.glob(PERIODIC_GLOB)))
+        return str(found) if found is not None else None
     if ckpt_path == "last":
-        if not last.is_file():
+        if not last.exists():
             raise FileNotFoundError(f"ckpt_path=last but {last} does not exist")
         return str(last)
-    if not Path(ckpt_path).is_file():
+    if not Path(ckpt_path).exists():
         raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
     return ckpt_path
 
