@@ -45,3 +45,28 @@ def test_preparation_as_an_array_job_equals_one_process(
     (one,) = (tmp_path / "one" / "shards").iterdir()
     (merged,) = [p for p in (tmp_path / "parts" / "shards").iterdir() if p.is_dir()]
     same_tree(one, merged)
+
+
+def test_a_sweep_through_the_slurm_launcher_records_every_variant(
+    cluster: slurm_cluster.Cluster, tmp_path: Path
+) -> None:
+    """`python run.py -m +sweep=layer_sharing scale=smoke hydra/launcher=slurm` (2 variants): submitit
+    submits each as a SLURM job, which trains, evaluates and records it."""
+    import subprocess
+
+    sweep_dir = tmp_path / "sweep"
+    command = [
+        sys.executable, "run.py", "-m", "+sweep=layer_sharing", "scale=smoke", "hydra/launcher=slurm",
+        "axes.budget=125M", "axes.sharing_scheme=none,immediate", "axes.sharing_repeats=2", "eval=none",
+        f"hydra.sweep.dir={sweep_dir}", "hydra.launcher.gpus_per_node=null", "hydra.launcher.tasks_per_node=1",
+        "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, env=cluster.env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:] + cluster.logs()
+    records = {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/result.json")}
+    assert set(records) == {
+        "budget=125M,sharing_repeats=2,sharing_scheme=none",
+        "budget=125M,sharing_repeats=2,sharing_scheme=immediate",
+    }
+    assert all(r["status"] == "complete" for r in records.values())
+    assert all(Path(r["run_dir"]).resolve().parent == sweep_dir.resolve() for r in records.values())
