@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ablations.data.config import DataConfig, TokenizerConfig
 from ablations.data.corpus import embedded_documents
 from ablations.data.loader import TokenWindowLoader, WindowIndex
-from ablations.data.shards import encode_corpus, open_split, prepare_shards, read_manifest
+from ablations.data.shards import document_blocks, encode_corpus, open_split, prepare_shards, read_manifest
 from ablations.data.tokenizer import load_tokenizer
 from ablations.job.config import compose_config, job_config
 
@@ -31,7 +31,9 @@ def tokenisation(data: DataConfig, tok_cfg: TokenizerConfig, tokenizer: object, 
     start = time.perf_counter()
     tokens = sum(
         b.tokens["train"].size + b.tokens["val"].size
-        for b in encode_corpus(docs, tokenizer, tok_cfg, data.val_fraction, num_proc)
+        for b in encode_corpus(
+            document_blocks(docs, data.block_documents), tokenizer, tok_cfg, data.val_fraction, num_proc
+        )
     )
     seconds = time.perf_counter() - start
     mb = sum(len(d.encode()) for d in docs) / 1e6

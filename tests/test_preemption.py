@@ -1,4 +1,5 @@
-"""SIGTERM (SLURM pre-emption) mid-run: last.ckpt is saved, the record says interrupted, a re-run resumes."""
+"""SIGTERM or SIGUSR2 (SLURM pre-emption, time limit) mid-run: last.ckpt is saved at the next step, the record
+says interrupted, a re-run resumes; an unnamed multirun's directory is computed once."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 
-def test_sigterm_saves_and_the_same_command_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR2])  # pre-emption; submitit's time limit
+def test_a_preemption_signal_saves_and_the_same_command_resumes(tmp_path: Path, signum: int) -> None:
     run_dir = tmp_path / "run"
     command = [
         sys.executable, "run.py", f"hydra.run.dir={run_dir}", "train.micro_batch_size=4", "train.seq_len=32",
@@ -30,7 +34,7 @@ def test_sigterm_saves_and_the_same_command_resumes(tmp_path: Path) -> None:
     while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 10):
         time.sleep(0.2)
     assert job.poll() is None, job.communicate()[0][-3000:]
-    job.send_signal(signal.SIGTERM)
+    job.send_signal(signum)
     output = job.communicate(timeout=120)[0]
     assert job.returncode == 3, output[-3000:]  # interrupted: resumable, not success
     record = json.loads((run_dir / "result.json").read_text())
@@ -69,3 +73,20 @@ def test_a_failing_variant_is_recorded_and_the_multirun_goes_on(tmp_path: Path) 
     assert "n_kv_heads (3)" in records[(3, 3e-3)]["error"]
     assert records[(2, 1e4)]["status"] == "diverged"
     assert records[(2, 3e-3)]["status"] == "complete"
+
+
+def test_an_unnamed_multirun_directory_is_computed_once() -> None:
+    """Hydra caches `${now:}` in the config it hands (pickled, under submitit) to every task and requeue."""
+    import pickle
+
+    from ablations.job.config import compose_config
+
+    cfg = compose_config([])
+    first = cfg.hydra.sweep.dir
+    time.sleep(1.1)
+    assert first.startswith("multirun/") and cfg.hydra.sweep.dir == first
+    assert pickle.loads(pickle.dumps(cfg)).hydra.sweep.dir == first
+    assert (
+        compose_config(["+sweep=layer_sharing", "scale=smoke"]).hydra.sweep.dir
+        == "multirun/layer_sharing/smoke"
+    )

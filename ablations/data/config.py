@@ -47,10 +47,17 @@ class DataConfig:
     """Tokeniser processes (1: in-process)."""
     shard_tokens: int = 1 << 27
     """Tokens per shard file (the last one of each split is shorter); 2^27 = 256 MiB of uint16."""
+    block_documents: int = 1024
+    """Documents per tokenising task: the unit of the token cap and of the parts (`part=i/N`) a preparation
+    is split into (block b goes to part b mod N)."""
+    max_epochs: float | None = None
+    """Refuse a token budget above this many passes over the training split (null: no limit; a warning is
+    logged above one epoch in any case)."""
     cache_dir: str = ".cache"
     """Where token shards (`<cache_dir>/shards/<key>/`) are written and reused."""
     verify_hashes: bool = True
-    """Check every shard's blake2b against its manifest on open (sizes are always checked)."""
+    """Check each shard's blake2b (and that its ids fit the vocabulary) once: shards unchanged since their
+    last verification (`verified.json`) are not read again; sizes are always checked."""
     progress: bool = True
     """Show a rich progress bar (docs, tokens, tokens/s) while tokenising."""
     loader_workers: int | None = None
@@ -77,6 +84,10 @@ class DataConfig:
             problems.append(f"shard_tokens={self.shard_tokens} must be >= 1")
         if self.max_tokens is not None and self.max_tokens < 1:
             problems.append(f"max_tokens={self.max_tokens} must be >= 1 (or null for no cap)")
+        if self.block_documents < 1:
+            problems.append(f"block_documents={self.block_documents} must be >= 1")
+        if self.max_epochs is not None and self.max_epochs <= 0:
+            problems.append(f"max_epochs={self.max_epochs} must be > 0 (or null for no limit)")
         if self.embedded_max_bytes < 1:
             problems.append(f"embedded_max_bytes={self.embedded_max_bytes} must be >= 1")
         if problems:

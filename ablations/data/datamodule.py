@@ -3,11 +3,13 @@
     dm = TokenDataModule(DataConfig(...), TokenizerConfig(...), seq_len=2048, micro_batch_size=32, seed=0)
     trainer.fit(module, datamodule=dm)
 
-`prepare_data` (once per node, local rank 0) trains/loads the tokenizer and builds the shards; `setup` opens
-them on every rank. Train batches are LongTensor [micro_batch_size, seq_len + 1] (inputs `[:, :-1]`,
+`prepare_data` trains/loads the tokenizer and builds the shards under a file lock in the cache directory, so
+whichever process comes first builds them and every other rank, node or job waits and reuses them; `setup`
+opens them on every rank. Train batches are LongTensor [micro_batch_size, seq_len + 1] (inputs `[:, :-1]`,
 targets `[:, 1:]`), disjoint per rank, from an infinite seeded stream; validation is one ordered pass over
-the held-out documents (its last batch may be smaller). `state_dict` holds the number of training batches
-consumed, so a run resumed from a Lightning checkpoint continues with exactly the next batch.
+the held-out documents (its last batch may be smaller). `state_dict` holds the number of global training samples
+consumed, so a run resumed from a Lightning checkpoint (on any number of ranks with the same global batch)
+continues with exactly the next batch.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import torch
 
 from ablations.data.config import DataConfig, TokenizerConfig
 from ablations.data.loader import TokenWindowLoader, WindowBatchDataset, WindowIndex
-from ablations.data.shards import open_split, prepare_shards, read_manifest
+from ablations.data.prepare import prepare_locked
+from ablations.data.shards import open_split, read_manifest
 from ablations.data.tokenizer import load_tokenizer
 
 GPU_LOADER_WORKERS = 4  # enough to keep a GPU fed from memory-mapped shards (the work is slicing + copying)
@@ -67,24 +70,29 @@ class TokenDataModule(L.LightningDataModule):
 
     @property
     def tokens_seen(self) -> int:
-        """Training target tokens consumed so far (micro_batch_size · seq_len per batch, this rank)."""
+        """Training target tokens consumed so far by all ranks (global samples · seq_len)."""
         return self.train_loader.tokens_seen if self.train_loader is not None else 0
 
     def prepare_data(self) -> None:
-        prepare_shards(self.data_cfg, self.tokenizer_cfg, self.tokenizer)
+        if self.shard_dir is None:
+            self._tokenizer, self.shard_dir = prepare_locked(self.data_cfg, self.tokenizer_cfg)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_loader is not None:
             return
-        # after prepare_data this finds (and verifies) the shards; without it (plain use) it builds them
-        self.shard_dir = prepare_shards(self.data_cfg, self.tokenizer_cfg, self.tokenizer)
+        self.prepare_data()  # a no-op after prepare_data; plain use (no Trainer) builds the shards here
+        assert self.shard_dir is not None
         self.manifest = read_manifest(self.shard_dir, verify_hashes=False)
         rank, world = self._rank_and_world()
         where = str(self.shard_dir)
         train = WindowIndex(
             open_split(self.shard_dir, self.manifest, "train"), self.seq_len, f"{where} (train)"
         )
-        self.train_loader = TokenWindowLoader(train, self.micro_batch_size, self.seed, rank, world)
+        # the epoch orders are computed once and memory-mapped by every rank (beside the shards' cache)
+        orders = Path(self.data_cfg.cache_dir).expanduser() / "orders" / self.shard_dir.name
+        self.train_loader = TokenWindowLoader(
+            train, self.micro_batch_size, self.seed, rank, world, order_dir=orders
+        )
         if self.manifest["splits"]["val"]["tokens"] > self.seq_len:
             val = WindowIndex(
                 open_split(self.shard_dir, self.manifest, "val"), self.seq_len, f"{where} (val)"

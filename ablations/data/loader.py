@@ -12,33 +12,36 @@ Windows: a split's shards are cut into windows of `seq_len + 1` tokens with stri
 windows share one token, so every token but the first of a shard is a target exactly once). A window never
 crosses a shard boundary; a shard's last `< seq_len` tokens are left out.
 
-Order: each epoch is a seeded permutation of all windows, drawn in two levels (a permutation of blocks of
-`SHUFFLE_BLOCK` windows, then one within each block) so it costs O(windows / block) memory at any scale; a
-corpus of at most one block is fully shuffled. Rank r of W takes positions r, r+W, r+2W, … of that order, so
-ranks are disjoint and, together, cover every window but fewer than W per epoch. The training stream is
-infinite: epoch e+1 (a new permutation) follows epoch e without a gap, and a batch may straddle them.
+Order: each epoch is a seeded permutation of every window of every shard (global, as OLMo's and Megatron's
+indices), saved once per (seq_len, windows, seed, epoch) as a uint32/uint64 `.npy` in `order_dir` and
+memory-mapped (or held in memory without `order_dir`). The stream is the epochs one after another; each
+batch step takes the next `micro_batch_size · world_size` samples of it, and rank r takes the r-th slice,
+so ranks are disjoint and cover every window once per epoch. Validation is one ordered pass instead: rank
+r takes windows r, r+W, r+2W, … (equal counts per rank).
 
-State: the number of batches this rank has consumed. Batch k is a pure function of (seed, k, rank,
-world_size, windows), so restoring k continues exactly where an uninterrupted run would be.
+State: the number of GLOBAL samples consumed. Batch k is a pure function of (seed, samples at resume, k,
+rank, world_size, windows), so restoring it continues exactly where an uninterrupted run would be, even
+with another world size: the same global batch draws the same samples whoever holds them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 
+from ablations.records.atomic import atomic_write
 from ablations.records.errors import DataError
-
-SHUFFLE_BLOCK = 1 << 16  # windows per shuffle block (2^16 · 2049 tokens ≈ 134M tokens at seq 2048)
 
 
 class WindowIndex:
-    """Windows of `seq_len + 1` tokens (stride `seq_len`) over a list of token arrays (memmapped shards)."""
+    """Windows of `seq_len + 1` tokens (stride `seq_len`) over token arrays (or lazily mapped `Shard`s)."""
 
-    def __init__(self, shards: list[np.ndarray], seq_len: int, name: str = "shards") -> None:
+    def __init__(self, shards: Sequence[Any], seq_len: int, name: str = "shards") -> None:
         if seq_len < 1:
             raise DataError(f"seq_len={seq_len} must be >= 1")
         self.shards, self.seq_len, self.name = shards, seq_len, name
@@ -64,41 +67,39 @@ class WindowIndex:
         return torch.from_numpy(out)
 
 
-class EpochOrder:
-    """A seeded permutation of `n` window ids for one epoch (identity when `shuffle` is false)."""
+def epoch_order(n: int, seed: int, epoch: int, order_file: Path | None) -> np.ndarray:
+    """A seeded permutation of `n` window ids for one epoch (uint32 below 2^32 windows, else uint64).
 
-    def __init__(self, n: int, seed: int, epoch: int, shuffle: bool, block: int = SHUFFLE_BLOCK) -> None:
-        self.n, self.seed, self.epoch, self.shuffle, self.block = n, seed, epoch, shuffle, block
-        n_blocks = -(-n // block)
-        sizes = np.full(n_blocks, block, dtype=np.int64)
-        sizes[-1] = n - block * (n_blocks - 1)
-        self.block_order = np.random.default_rng([seed, epoch]).permutation(n_blocks)
-        self.offsets = np.concatenate([[0], np.cumsum(sizes[self.block_order])])
-        self._inner: dict[int, np.ndarray] = {}
+    With `order_file` it is computed once (by the first process to take the file's lock), saved, and
+    memory-mapped by every rank after, so a corpus of 10^8 windows costs each rank page cache, not RAM.
+    """
+    if order_file is None:
+        return _permutation(n, seed, epoch)
+    if not order_file.is_file():
+        order_file.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(order_file.with_name(order_file.name + ".lock")):
+            if not order_file.is_file():
+                atomic_write(order_file, lambda tmp: _save_npy(tmp, _permutation(n, seed, epoch)))
+    order = np.load(order_file, mmap_mode="r")
+    if order.shape != (n,):
+        raise DataError(f"{order_file}: holds {order.shape[0]} window ids, the shards have {n} windows")
+    return order
 
-    def __getitem__(self, positions: np.ndarray) -> np.ndarray:
-        if not self.shuffle:
-            return positions
-        slot = np.searchsorted(self.offsets, positions, side="right") - 1
-        out = np.empty_like(positions)
-        for i, (s, p) in enumerate(zip(slot.tolist(), positions.tolist(), strict=True)):
-            b = int(self.block_order[s])
-            out[i] = (
-                b * self.block
-                + self._within(b, int(self.offsets[s + 1] - self.offsets[s]))[p - self.offsets[s]]
-            )
-        return out
 
-    def _within(self, b: int, size: int) -> np.ndarray:
-        if b not in self._inner:
-            if len(self._inner) >= 4:  # batches walk through blocks in order: a few stay hot
-                self._inner.pop(next(iter(self._inner)))
-            self._inner[b] = np.random.default_rng([self.seed, self.epoch, b]).permutation(size)
-        return self._inner[b]
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as f:  # a file object: np.save given a path would append ".npy" to it
+        np.save(f, array)
+
+
+def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    ids = np.arange(n, dtype=np.uint32 if n < 1 << 32 else np.uint64)
+    np.random.default_rng([seed, epoch]).shuffle(ids)
+    return ids
 
 
 class TokenWindowLoader:
-    """Batches of windows for one rank: infinite and shuffled (training) or one ordered pass (validation)."""
+    """Batches of windows for one rank: infinite and globally shuffled (training) or one ordered pass
+    (validation)."""
 
     def __init__(
         self,
@@ -109,6 +110,7 @@ class TokenWindowLoader:
         world_size: int = 1,
         shuffle: bool = True,
         infinite: bool = True,
+        order_dir: Path | None = None,
     ) -> None:
         if micro_batch_size < 1 or not 0 <= rank < world_size:
             raise DataError(
@@ -116,19 +118,34 @@ class TokenWindowLoader:
             )
         self.index, self.micro_batch_size, self.seed = index, micro_batch_size, seed
         self.rank, self.world_size, self.shuffle, self.infinite = rank, world_size, shuffle, infinite
-        self.per_rank = len(index) // world_size  # equal for every rank, so DDP ranks stay in step
+        self.order_dir = order_dir
+        self.per_rank = (
+            len(index) // world_size
+        )  # validation: equal for every rank, so DDP ranks stay in step
         if self.per_rank == 0:
             raise DataError(
                 f"{index.name}: {len(index)} windows of seq_len={index.seq_len} cannot give each of "
                 f"{world_size} ranks one window; use a smaller seq_len or more data"
             )
+        self.base = 0
+        """Global samples consumed before this loader's first batch (set by `load_state_dict`)."""
         self.position = 0
-        """Batches consumed so far (the next batch to yield is batch `position`)."""
-        self._orders: dict[int, EpochOrder] = {}
+        """Batches this rank consumed since `base` (the next batch to yield is batch `position`)."""
+        self._orders: dict[int, np.ndarray] = {}
 
     @property
     def seq_len(self) -> int:
         return self.index.seq_len
+
+    @property
+    def global_micro_batch(self) -> int:
+        """Samples every rank together takes per batch: micro_batch_size · world_size."""
+        return self.micro_batch_size * self.world_size
+
+    @property
+    def samples(self) -> int:
+        """Global samples consumed so far, by all ranks together (the stream's resumable state)."""
+        return self.base + self.position * self.global_micro_batch
 
     @property
     def tokens_per_batch(self) -> int:
@@ -137,8 +154,8 @@ class TokenWindowLoader:
 
     @property
     def tokens_seen(self) -> int:
-        """Target tokens in the batches consumed so far (exact: training batches are always full)."""
-        return self.position * self.tokens_per_batch
+        """Target tokens consumed so far by all ranks (exact: training batches are always full)."""
+        return self.samples * self.seq_len
 
     def __len__(self) -> int:
         """Batches in one pass (validation); the training stream is infinite."""
@@ -148,17 +165,22 @@ class TokenWindowLoader:
 
     def window_ids(self, batch: int) -> np.ndarray:
         """Window ids of batch number `batch` of this rank (a pure function of the configuration)."""
-        samples = np.arange(
-            batch * self.micro_batch_size, (batch + 1) * self.micro_batch_size, dtype=np.int64
-        )
-        if not self.infinite:
-            samples = samples[samples < self.per_rank]
-        epochs, within = np.divmod(samples, self.per_rank)
-        positions = within * self.world_size + self.rank
-        out = np.empty_like(positions)
+        m = self.micro_batch_size
+        if not self.infinite:  # one ordered pass: rank r takes windows r, r + W, r + 2W, …
+            samples = np.arange(batch * m, min((batch + 1) * m, self.per_rank), dtype=np.int64)
+            return self._lookup(samples * self.world_size + self.rank)
+        first = self.base + batch * self.global_micro_batch + self.rank * m
+        return self._lookup(np.arange(first, first + m, dtype=np.int64))
+
+    def _lookup(self, samples: np.ndarray) -> np.ndarray:
+        """Window ids at these global positions of the stream (epoch after epoch, each a new permutation)."""
+        if not self.shuffle:
+            return samples % len(self.index)
+        epochs, within = np.divmod(samples, len(self.index))
+        out = np.empty_like(samples)
         for e in np.unique(epochs).tolist():
             mask = epochs == e
-            out[mask] = self._order(e)[positions[mask]]
+            out[mask] = self._order(e)[within[mask]]
         return out
 
     def batch(self, batch: int) -> torch.Tensor:
@@ -178,35 +200,41 @@ class TokenWindowLoader:
             self.position += 1
             yield batch
 
-    def _order(self, epoch: int) -> EpochOrder:
+    def _order(self, epoch: int) -> np.ndarray:
         if epoch not in self._orders:
-            self._orders = {epoch: EpochOrder(len(self.index), self.seed, epoch, self.shuffle)}
+            n = len(self.index)
+            file = None
+            if self.order_dir is not None:
+                file = self.order_dir / f"order-seq{self.seq_len}-n{n}-seed{self.seed}-epoch{epoch}.npy"
+            self._orders = {epoch: epoch_order(n, self.seed, epoch, file)}  # one epoch at a time
         return self._orders[epoch]
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "position": self.position,
+            "samples": self.samples,
             "tokens_seen": self.tokens_seen,
             "seed": self.seed,
-            "world_size": self.world_size,
-            "micro_batch_size": self.micro_batch_size,
             "seq_len": self.seq_len,
             "windows": len(self.index),
+            "world_size": self.world_size,
+            "micro_batch_size": self.micro_batch_size,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a saved position; the stream must be the same one (else exact resume is impossible)."""
+        """Continue from a saved number of global samples. The world size and micro-batch may change (rank
+        r of W takes its slice of each global batch, so the global order goes on unchanged); the stream
+        itself (seed, seq_len, windows) must be the same one, else exact resume is impossible."""
         mine = self.state_dict()
         differ = [
             f"{k}: saved {state[k]} vs now {mine[k]}"
-            for k in ("seed", "world_size", "micro_batch_size", "seq_len", "windows")
+            for k in ("seed", "seq_len", "windows")
             if k in state and state[k] != mine[k]
         ]
-        if differ:
+        if differ or "samples" not in state:
             raise DataError(
-                f"{self.index.name}: cannot resume the data stream exactly, it changed ({'; '.join(differ)})"
+                f"{self.index.name}: cannot resume the data stream exactly, it changed ({'; '.join(differ) or 'no samples count'})"
             )
-        self.position = int(state["position"])
+        self.base, self.position = int(state["samples"]), 0
 
 
 class WindowBatchDataset(torch.utils.data.IterableDataset):

@@ -13,12 +13,14 @@ documents are concatenated in corpus order; a document may continue into the nex
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
 import shutil
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +33,14 @@ from tokenizers import Tokenizer
 from ablations.data.config import DataConfig, TokenizerConfig
 from ablations.data.corpus import corpus_fingerprint, is_validation, iter_documents
 from ablations.data.tokenizer import tokenizer_info, tokenizer_vocab_size
+from ablations.records.atomic import atomic_write_text, temp_sibling
 from ablations.records.errors import DataError
 
 MANIFEST = "manifest.json"
 FORMAT = "ablations-token-shards"
 FORMAT_VERSION = 1
 SPLITS: tuple[str, str] = ("train", "val")
-_BATCH_CHARS = 1 << 20  # text per worker task: large enough to amortise IPC, small enough to stream
+MAX_OPEN_SHARDS = 128  # memory maps (file descriptors) a split keeps open at once
 
 
 def shard_dtype(vocab_size: int) -> np.dtype:
@@ -81,23 +84,23 @@ def _encode(texts: list[str]) -> EncodedBatch:
     return EncodedBatch({s: np.array(ids, dtype=w["dtype"]) for s, ids in flat.items()}, documents)
 
 
-def _batches(texts: Iterable[str]) -> Iterator[list[str]]:
-    batch: list[str] = []
-    size = 0
+def document_blocks(texts: Iterable[str], block_documents: int) -> Iterator[list[str]]:
+    """Consecutive blocks of `block_documents` documents (the last may be shorter): the unit of one worker
+    task, of the token cap, and of the parts a preparation is split into."""
+    block: list[str] = []
     for text in texts:
-        batch.append(text)
-        size += len(text)
-        if size >= _BATCH_CHARS:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
+        block.append(text)
+        if len(block) == block_documents:
+            yield block
+            block = []
+    if block:
+        yield block
 
 
 def encode_corpus(
-    texts: Iterable[str], tokenizer: Any, tok_cfg: TokenizerConfig, val_fraction: float, num_proc: int
+    blocks: Iterable[list[str]], tokenizer: Any, tok_cfg: TokenizerConfig, val_fraction: float, num_proc: int
 ) -> Iterator[EncodedBatch]:
-    """Tokenised batches in corpus order, computed by `num_proc` processes (the order never depends on it)."""
+    """Each block of documents tokenised, in order, by `num_proc` processes (the order never depends on it)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise DataError(f"tokenizer {type(tokenizer).__name__} has no fast (Rust) backend to tokenise with")
@@ -107,7 +110,7 @@ def encode_corpus(
     init_args = (backend.to_str(), bos, eos, val_fraction, dtype)
     if num_proc == 1:
         _init_encoder(*init_args)
-        yield from map(_encode, _batches(texts))
+        yield from map(_encode, blocks)
         return
     # fork is cheap; the workers use no threads of the parent. One Rust thread each: the processes are
     # the parallelism, and a forked Rayon pool would deadlock.
@@ -118,7 +121,7 @@ def encode_corpus(
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
         with context.Pool(num_proc, initializer=_init_encoder, initargs=init_args) as pool:
-            yield from pool.imap(_encode, _batches(texts), chunksize=1)
+            yield from pool.imap(_encode, blocks, chunksize=1)
     finally:
         if saved is None:
             os.environ.pop("TOKENIZERS_PARALLELISM", None)
@@ -239,28 +242,41 @@ class _progress:
 def shards_key(corpus: dict[str, Any], tok: dict[str, Any], data_cfg: DataConfig) -> str:
     """Hash of every input the shard contents depend on (not of num_proc: the output never depends on it)."""
     inputs = [FORMAT_VERSION, corpus["hash"], tok["hash"], tok["add_bos"], tok["add_eos"]]
-    inputs += [data_cfg.val_fraction, data_cfg.max_tokens, data_cfg.shard_tokens]
+    inputs += [data_cfg.val_fraction, data_cfg.max_tokens, data_cfg.shard_tokens, data_cfg.block_documents]
     return hashlib.blake2b(json.dumps(inputs).encode(), digest_size=10).hexdigest()
 
 
-def prepare_shards(data_cfg: DataConfig, tok_cfg: TokenizerConfig, tokenizer: Any) -> Path:
-    """The shard directory for this corpus and tokenizer: verified and reused if built, else built now."""
-    info = tokenizer_info(tokenizer, tok_cfg)
+def shard_dir_of(data_cfg: DataConfig, info: dict[str, Any]) -> Path:
+    """Where the shards of this corpus and tokenizer live (pretokenized: the configured directory)."""
     if data_cfg.source == "pretokenized":
-        out = Path(str(data_cfg.shards_dir)).expanduser()
+        return Path(str(data_cfg.shards_dir)).expanduser()
+    key = shards_key(corpus_fingerprint(data_cfg), info, data_cfg)
+    return Path(data_cfg.cache_dir).expanduser() / "shards" / key
+
+
+def prepare_shards(data_cfg: DataConfig, tok_cfg: TokenizerConfig, tokenizer: Any) -> Path:
+    """The shard directory for this corpus and tokenizer: checked and reused if built, else built now."""
+    info = tokenizer_info(tokenizer, tok_cfg)
+    out = shard_dir_of(data_cfg, info)
+    if data_cfg.source == "pretokenized":
         check_tokenizer_matches(read_manifest(out, data_cfg.verify_hashes), info, out)
         return out
-    corpus = corpus_fingerprint(data_cfg)
-    out = Path(data_cfg.cache_dir).expanduser() / "shards" / shards_key(corpus, info, data_cfg)
     if (out / MANIFEST).is_file():
         read_manifest(out, data_cfg.verify_hashes)  # a damaged cache is reported, never silently rebuilt
         return out
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    blocks = document_blocks(iter_documents(data_cfg), data_cfg.block_documents)
+    batches = encode_corpus(blocks, tokenizer, tok_cfg, data_cfg.val_fraction, data_cfg.num_proc)
+    return build_shards(out, batches, data_cfg, tokenizer, info)
+
+
+def build_shards(
+    out: Path, batches: Iterable[EncodedBatch], data_cfg: DataConfig, tokenizer: Any, info: dict[str, Any]
+) -> Path:
+    """Write the shards of these tokenised blocks and their manifest into a temporary directory, then
+    publish it as `out` in one rename (readers see a complete directory or none)."""
+    tmp = temp_sibling(out)
     tmp.mkdir(parents=True, exist_ok=True)
     try:
-        batches = encode_corpus(
-            iter_documents(data_cfg), tokenizer, tok_cfg, data_cfg.val_fraction, data_cfg.num_proc
-        )
         splits = write_shards(tmp, batches, data_cfg.shard_tokens, data_cfg.max_tokens, data_cfg.progress)
         if splits["train"]["tokens"] == 0:
             raise DataError(f"empty corpus: {_describe_source(data_cfg)} gave no training tokens")
@@ -271,17 +287,18 @@ def prepare_shards(data_cfg: DataConfig, tok_cfg: TokenizerConfig, tokenizer: An
             "key": out.name,
             "dtype": shard_dtype(info["vocab_size"]).name,
             "tokenizer": info,
-            "source": corpus,
+            "source": corpus_fingerprint(data_cfg),
             "val_fraction": data_cfg.val_fraction,
             "max_tokens": data_cfg.max_tokens,
             "shard_tokens": data_cfg.shard_tokens,
+            "block_documents": data_cfg.block_documents,
             "splits": splits,
             "tokens": sum(s["tokens"] for s in splits.values()),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        write_verified_stamp(tmp, manifest)  # hashed while written: verified by construction
         try:
-            os.replace(tmp, out)  # atomic publish: readers see a complete directory or none
+            os.replace(tmp, out)
         except OSError:  # another process published the same key first: same inputs, same bytes
             shutil.rmtree(tmp)
     except BaseException:
@@ -299,7 +316,8 @@ def _describe_source(cfg: DataConfig) -> str:
 
 
 def read_manifest(shard_dir: Path, verify_hashes: bool) -> dict[str, Any]:
-    """The manifest of `shard_dir`, after checking that every shard file agrees with it."""
+    """The manifest of `shard_dir`, after checking that every shard file has its listed size and, with
+    `verify_hashes`, that each shard not verified before has its listed blake2b and only ids < vocab size."""
     path = Path(shard_dir) / MANIFEST
     if not path.is_file():
         raise DataError(f"{path}: shard manifest not found (is {shard_dir} a shard directory?)")
@@ -310,22 +328,79 @@ def read_manifest(shard_dir: Path, verify_hashes: bool) -> dict[str, Any]:
     if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
         raise DataError(f"{path}: not a version-{FORMAT_VERSION} {FORMAT} manifest")
     itemsize = np.dtype(manifest["dtype"]).itemsize
-    for split in SPLITS:
-        for shard in manifest["splits"][split]["shards"]:
-            file = Path(shard_dir) / shard["file"]
-            if not file.is_file():
-                raise DataError(f"{file}: shard listed in {path} is missing")
-            size, expected = file.stat().st_size, shard["tokens"] * itemsize
-            if size != expected:
-                raise DataError(
-                    f"{file}: {size} bytes but the manifest says {shard['tokens']} {manifest['dtype']} tokens "
-                    f"= {expected} bytes (truncated or overwritten shard)"
-                )
-            if verify_hashes and _file_hash(file) != shard["blake2b"]:
-                raise DataError(
-                    f"{file}: blake2b differs from the manifest's {shard['blake2b']} (corrupted shard)"
-                )
+    for shard in _all_shards(manifest):
+        file = Path(shard_dir) / shard["file"]
+        if not file.is_file():
+            raise DataError(f"{file}: shard listed in {path} is missing")
+        size, expected = file.stat().st_size, shard["tokens"] * itemsize
+        if size != expected:
+            raise DataError(
+                f"{file}: {size} bytes but the manifest says {shard['tokens']} {manifest['dtype']} tokens "
+                f"= {expected} bytes (truncated or overwritten shard)"
+            )
+    if verify_hashes:
+        verify_shards(Path(shard_dir), manifest)
     return manifest
+
+
+def _all_shards(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    return [shard for split in SPLITS for shard in manifest["splits"][split]["shards"]]
+
+
+VERIFIED = "verified.json"
+
+
+def verify_shards(shard_dir: Path, manifest: dict[str, Any]) -> None:
+    """Hash and range-check every shard changed since its last verification (`verified.json` holds the
+    size, mtime and inode each shard had when verified), so a shard directory is read in full once, not
+    on every start of every rank. The stamp is refreshed where the directory is writable."""
+    stamp = _read_verified_stamp(shard_dir)
+    vocab = int(manifest["tokenizer"]["vocab_size"])
+    dtype = np.dtype(manifest["dtype"])
+    changed = [s for s in _all_shards(manifest) if stamp.get(s["file"]) != _stat_key(shard_dir / s["file"])]
+    for shard in changed:
+        file = shard_dir / shard["file"]
+        digest, top = _hash_and_max(file, dtype)
+        if digest != shard["blake2b"]:
+            raise DataError(
+                f"{file}: blake2b differs from the manifest's {shard['blake2b']} (corrupted shard)"
+            )
+        if top >= vocab:
+            raise DataError(
+                f"{file}: holds token id {top} but the tokenizer has {vocab} ids (a corrupted shard or "
+                "the manifest of another tokenizer)"
+            )
+    if changed:
+        with contextlib.suppress(OSError):  # a read-only shared directory: verified now, and again next time
+            write_verified_stamp(shard_dir, manifest)
+
+
+def write_verified_stamp(shard_dir: Path, manifest: dict[str, Any]) -> None:
+    stamp = {s["file"]: _stat_key(shard_dir / s["file"]) for s in _all_shards(manifest)}
+    atomic_write_text(shard_dir / VERIFIED, json.dumps(stamp) + "\n")
+
+
+def _read_verified_stamp(shard_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((shard_dir / VERIFIED).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _stat_key(file: Path) -> list[int]:
+    st = file.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _hash_and_max(file: Path, dtype: np.dtype) -> tuple[str, int]:
+    """The file's blake2b and its largest token id, in one streaming pass."""
+    h, top = hashlib.blake2b(), -1
+    chunk = (1 << 24) // dtype.itemsize * dtype.itemsize
+    with file.open("rb") as f:
+        while data := f.read(chunk):
+            h.update(data)
+            top = max(top, int(np.frombuffer(data, dtype=dtype).max()))
+    return h.hexdigest(), top
 
 
 def check_tokenizer_matches(manifest: dict[str, Any], tok: dict[str, Any], shard_dir: Path) -> None:
@@ -340,16 +415,48 @@ def check_tokenizer_matches(manifest: dict[str, Any], tok: dict[str, Any], shard
             )
 
 
-def open_split(shard_dir: Path, manifest: dict[str, Any], split: str) -> list[np.ndarray]:
-    """Read-only memory maps of a split's shards (empty shards left out)."""
+def open_split(
+    shard_dir: Path, manifest: dict[str, Any], split: str, max_open: int = MAX_OPEN_SHARDS
+) -> list[Shard]:
+    """A split's shards (empty ones left out), memory-mapped on first use; at most `max_open` stay open."""
     dtype = np.dtype(manifest["dtype"])
+    files = OpenShards(max_open)
     return [
-        np.memmap(Path(shard_dir) / s["file"], dtype=dtype, mode="r", shape=(s["tokens"],))
+        Shard(Path(shard_dir) / s["file"], dtype, s["tokens"], files)
         for s in manifest["splits"][split]["shards"]
         if s["tokens"] > 0
     ]
 
 
-def _file_hash(file: Path) -> str:
-    with file.open("rb") as f:
-        return hashlib.file_digest(f, "blake2b").hexdigest()
+class OpenShards:
+    """Read-only memory maps of shard files, opened on demand, the least recently used closed beyond
+    `max_open` (each map holds a file descriptor: 2,000 shards must not need 2,000)."""
+
+    def __init__(self, max_open: int) -> None:
+        self.max_open = max_open
+        self._maps: OrderedDict[Path, np.memmap] = OrderedDict()
+
+    def get(self, path: Path, dtype: np.dtype, tokens: int) -> np.memmap:
+        mapped = self._maps.get(path)
+        if mapped is None:
+            while len(self._maps) >= self.max_open:
+                self._maps.popitem(last=False)  # the map (and its descriptor) closes with its last reference
+            mapped = self._maps[path] = np.memmap(path, dtype=dtype, mode="r", shape=(tokens,))
+        self._maps.move_to_end(path)
+        return mapped
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"max_open": self.max_open, "_maps": OrderedDict()}  # a worker process opens its own
+
+
+class Shard:
+    """One shard file as a read-only token array: `len` and slicing (slices are copies of the mapped data)."""
+
+    def __init__(self, path: Path, dtype: np.dtype, tokens: int, files: OpenShards) -> None:
+        self.path, self.dtype, self.tokens, self.files = path, dtype, tokens, files
+
+    def __len__(self) -> int:
+        return self.tokens
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        return np.array(self.files.get(self.path, self.dtype, self.tokens)[key])

@@ -34,6 +34,7 @@ from tokenizers import (
 
 from ablations.data.config import DataConfig, TokenizerConfig
 from ablations.data.corpus import corpus_fingerprint, iter_training_text
+from ablations.records.atomic import temp_sibling
 from ablations.records.errors import DataError
 
 SPECIAL_TOKENS: tuple[str, str, str] = ("<unk>", "<s>", "</s>")
@@ -118,7 +119,7 @@ def trained_tokenizer(cfg: TokenizerConfig, data: DataConfig) -> Any:
     if not (out / "tokenizer.json").is_file():
         backend = train_bpe(iter_training_text(data, cfg.train_max_bytes), cfg)
         tokenizer = wrap_backend(backend, cfg)
-        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+        tmp = temp_sibling(out)
         tokenizer.save_pretrained(str(tmp))
         out.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -26,6 +26,8 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from ablations.data.datamodule import TokenDataModule, loader_workers
+from ablations.data.epochs import check_epochs
+from ablations.data.shards import read_manifest
 from ablations.data.tokenizer import check_vocab_fits
 from ablations.eval.evaluation import run_evaluation
 from ablations.eval.tasks import missing_task_data
@@ -118,6 +120,12 @@ def prepare_data(job: JobConfig, job_plan: JobPlan) -> TokenDataModule:
     datamodule.prepare_data()
     check_vocab_fits(datamodule.tokenizer, job.model.vocab_size)
     return datamodule
+
+
+def data_epochs(job: JobConfig, job_plan: JobPlan, datamodule: TokenDataModule) -> float:
+    """Passes over the train split the plan makes (refused above data.max_epochs, before training)."""
+    manifest = read_manifest(datamodule.shard_dir, verify_hashes=False)
+    return check_epochs(job_plan.train.tokens, job_plan.train.seq_len, manifest, job.data)
 
 
 def build_model(job: JobConfig, job_plan: JobPlan) -> LitMobileLLM:
@@ -223,6 +231,7 @@ def run_stages(job: JobConfig, run_dir: Path, identity: dict[str, Any]) -> dict[
     values = start_record(job, job_plan, run_dir, identity)
     try:
         datamodule = prepare_data(job, job_plan)
+        values["epochs"] = data_epochs(job, job_plan, datamodule)
         module = build_model(job, job_plan)
         trained = train(job, job_plan, datamodule, module, run_dir, identity)
         if trained.is_global_zero:
@@ -261,6 +270,7 @@ def start_record(
         "tokens_seen": 0,
         "train": {"plan": dataclasses.asdict(job_plan.train)},
         "data": None,
+        "epochs": None,
         "eval": None,
         "versions": package_versions(),
         "error": None,

@@ -7,14 +7,16 @@ target, and the directory is fsynced so the rename itself is durable.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from collections.abc import Callable
 from pathlib import Path
 
 
-def temporary_sibling(path: Path) -> Path:
-    """A hidden name beside `path`, unique across hosts and processes sharing the directory."""
-    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+def temp_sibling(path: str | Path) -> Path:
+    """A temporary name beside `path`, unique across hosts sharing the filesystem (host, pid, random)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}")
 
 
 def fsync_path(path: Path) -> None:
@@ -30,7 +32,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp)` on a temporary sibling of `path`, fsync it, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path)
+    tmp = temp_sibling(path)
     try:
         write(tmp)
         fsync_path(tmp)

@@ -3,7 +3,7 @@
 Schema (version 1; `analysis/` reads these):
     schema, status (one of STATUSES), name, sweep, axes, seed, run_dir, config (resolved), params {total,
     embedding, output, non_embedding, applied}, flops_per_token, tokens_seen, train {steps, final_loss,
-    val_loss, tokens_per_s, mfu, plan}, data (manifest), model_dir, eval {tasks, paper_avg, ...},
+    val_loss, tokens_per_s, mfu, plan}, data (manifest), epochs (passes over the train split), model_dir, eval {tasks, paper_avg, ...},
     versions {ablations, python, torch, lightning, lm_eval, transformers}, error, started, finished
 """
 

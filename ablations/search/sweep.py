@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import datetime
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -64,10 +63,13 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
-def sweep_dir(sweep: str | None, scale: str | None) -> str:
-    """`multirun/<sweep>/<scale>` for a named sweep (stable, so re-runs find their records); else by date."""
+def sweep_dir(sweep: str | None, scale: str | None, started: str) -> str:
+    """`multirun/<sweep>/<scale>` for a named sweep (stable, so re-runs find their records); else
+    `multirun/<started>`, the launch time from Hydra's `${now:}`, which Hydra caches in the config and
+    hands to every job (and submitit pickles with it), so each task and each requeue of a multirun
+    computes the same directory."""
     if not sweep:
-        return datetime.now().strftime("multirun/%Y-%m-%d/%H-%M-%S")
+        return f"multirun/{started}"
     return f"multirun/{sweep}/{scale or 'default'}"
 
 

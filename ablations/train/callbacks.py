@@ -1,9 +1,12 @@
-"""Training callbacks: throughput/MFU monitor, progress bar, last checkpoint (and SIGTERM save + requeue)."""
+"""Training callbacks: throughput/MFU monitor, progress bar, pre-emption signals, last checkpoint (saved and
+requeued when pre-empted)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -16,6 +19,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ablations.train.loggers import JsonlLogger
 from ablations.train.perf import mfu, peak_tflops
+
+log = logging.getLogger(__name__)
 
 
 class MetricsRewind(L.Callback):
@@ -105,10 +110,60 @@ class TokenProgressBar(RichProgressBar):
         return metrics
 
 
+class PreemptionSignals(L.Callback):
+    """SIGTERM (SLURM pre-emption, `scancel`) or SIGUSR2 (submitit's and `--signal`'s time-limit warning) on
+    ANY rank stops every rank at the next optimizer-step boundary, through the flag Lightning's own SIGTERM
+    handling reads; `LastCheckpoint` then writes last.ckpt and requeues.
+
+    Our handlers replace Lightning's (which broadcasts from inside the handler, so a signal reaching only a
+    non-zero rank deadlocks) and submitit's (which answers USR2 with `sys.exit(-1)`: no checkpoint). Ranks
+    agree on the flag with one boolean all-reduce per optimizer step."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._note)
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.received = signum  # only a flag: the step boundary acts on it
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if trainer.fit_loop._should_accumulate():
+            return
+        stop = trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
+        if stop:
+            log.warning(
+                "signal %s received: stopping after step %d to checkpoint", self.received, trainer.global_step
+            )
+            trainer._signal_connector.received_sigterm = (
+                True  # Lightning raises SIGTERMException after this step
+            )
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        """Give the handlers back before Lightning restores its own originals at teardown."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+
 class LastCheckpoint(L.Callback):
-    """`last.ckpt` at the end of training, and on SIGTERM (SLURM pre-emption) at the batch boundary where
-    Lightning stops, followed by a requeue of a plain sbatch job. Saved by every rank (a collective under
-    FSDP); written atomically by Lightning's checkpoint IO."""
+    """`last.ckpt` at the end of training, and when pre-empted (see `PreemptionSignals`) at the step
+    boundary where Lightning stops, followed by `scontrol requeue` of the SLURM job (the requeued job runs
+    the same command in the same run directory and resumes: ckpt_path=auto). Saved by every rank (a
+    collective under FSDP); written atomically by `AtomicCheckpointIO`."""
 
     def __init__(self, last_ckpt_path: str | Path) -> None:
         self.last_ckpt_path = Path(last_ckpt_path)
@@ -123,6 +178,6 @@ class LastCheckpoint(L.Callback):
             return
         trainer.save_checkpoint(self.last_ckpt_path)
         job_id = os.environ.get("SLURM_JOB_ID")
-        if trainer.is_global_zero and job_id and not os.environ.get("SUBMITIT_EXECUTOR"):
-            # under submitit the launcher requeues by itself; a plain sbatch job asks SLURM directly
+        if trainer.is_global_zero and job_id:
+            # our handler replaced submitit's, so the job asks SLURM itself (an array task's own job id)
             subprocess.run(["scontrol", "requeue", job_id], check=False)

@@ -18,8 +18,9 @@ from ablations.data.datamodule import TokenDataModule
 from ablations.model.architecture import MobileLLM
 from ablations.model.checkpoint import save_model_dir
 from ablations.records.metrics import METRICS_FILE, read_metrics
+from ablations.train.checkpoint_io import newest_loadable
 from ablations.train.module import LitMobileLLM
-from ablations.train.trainer import CKPT_DIR, LAST_CKPT
+from ablations.train.trainer import CKPT_DIR, LAST_CKPT, PERIODIC_GLOB
 
 MODEL_DIR = "model"
 DIST_CKPT_META = "meta.pt"  # Lightning's name for the non-tensor part of a distributed checkpoint
@@ -44,16 +45,6 @@ class TrainResult:
     """The native model directory (relative to the run dir) the global-zero rank exported."""
 
 
-def is_checkpoint(path: Path) -> bool:
-    """A Lightning checkpoint file, or a distributed checkpoint directory (`*.distcp` + `meta.pt`, FSDP2)."""
-    return path.is_file() or is_distributed_checkpoint(path)
-
-
-def is_distributed_checkpoint(path: Path) -> bool:
-    """A torch.distributed.checkpoint directory as Lightning's ModelParallelStrategy writes it."""
-    return path.is_dir() and (path / DIST_CKPT_META).is_file()
-
-
 def checkpoint_counters(path: Path) -> tuple[int, int]:
     """(optimizer steps, tokens seen) of a checkpoint file or distributed checkpoint directory."""
     meta = path / DIST_CKPT_META if path.is_dir() else path
@@ -62,29 +53,31 @@ def checkpoint_counters(path: Path) -> tuple[int, int]:
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """`auto`: resume from the run's last.ckpt (file or distributed checkpoint dir) when it exists (a
-    requeued job), else start fresh; `last`: that checkpoint, which must exist; null: fresh; anything else:
-    a checkpoint path."""
-    last = run_dir / CKPT_DIR / LAST_CKPT
+    """`auto`: resume from the run's newest checkpoint that loads (last.ckpt, a file or a sharded
+    directory, else the newest `step-*.ckpt`, a warning naming each corrupt one skipped), else start fresh;
+    `last`: that checkpoint, which must exist; null: fresh; anything else: a checkpoint path."""
+    ckpt_dir = run_dir / CKPT_DIR
+    last = ckpt_dir / LAST_CKPT
     if ckpt_path in (None, "null", "none"):
         return None
     if ckpt_path == "auto":
-        return str(last) if is_checkpoint(last) else None
+        found = newest_loadable(last, list(ckpt_dir.glob(PERIODIC_GLOB)))
+        return str(found) if found is not None else None
     if ckpt_path == "last":
-        if not is_checkpoint(last):
+        if not last.exists():
             raise FileNotFoundError(f"ckpt_path=last but {last} does not exist")
         return str(last)
-    if not is_checkpoint(Path(ckpt_path)):
+    if not Path(ckpt_path).exists():
         raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
     return ckpt_path
 
 
 def last_checkpoint_counters(run_dir: Path) -> dict[str, int]:
-    """Optimizer steps and tokens seen of the run's last checkpoint (empty when it has none)."""
-    last = run_dir / CKPT_DIR / LAST_CKPT
-    if not is_checkpoint(last):
+    """Optimizer steps and tokens seen of the checkpoint the run would resume from (empty when none)."""
+    found = resolve_ckpt_path("auto", run_dir)
+    if found is None:
         return {}
-    steps, tokens_seen = checkpoint_counters(last)
+    steps, tokens_seen = checkpoint_counters(Path(found))
     return {"steps": steps, "tokens_seen": tokens_seen}
 
 

@@ -12,12 +12,20 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, Strategy
 
-from ablations.train.callbacks import LastCheckpoint, MetricsRewind, ThroughputMonitor, TokenProgressBar
+from ablations.train.callbacks import (
+    LastCheckpoint,
+    MetricsRewind,
+    PreemptionSignals,
+    ThroughputMonitor,
+    TokenProgressBar,
+)
+from ablations.train.checkpoint_io import AtomicCheckpointIO
 from ablations.train.config import TrainConfig, TrainerConfig
 from ablations.train.plan import TrainPlan
 
 CKPT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"
+PERIODIC_GLOB = "step-*.ckpt"
 
 
 def expected_world_size(cfg: TrainerConfig) -> int:
@@ -61,6 +69,7 @@ def build_trainer(
     callbacks: dict[str, L.Callback] = {
         "metrics_rewind": MetricsRewind(),
         "throughput": throughput,
+        "preemption": PreemptionSignals(),
         "last": LastCheckpoint(ckpt_dir / LAST_CKPT),
     }
     if train_cfg.ckpt_every_n_steps:
@@ -68,7 +77,7 @@ def build_trainer(
             dirpath=ckpt_dir,
             filename="step-{step:07d}",
             every_n_train_steps=train_cfg.ckpt_every_n_steps,
-            save_last=True,
+            save_last=False,  # LastCheckpoint writes the one last.ckpt (end of training, pre-emption)
             save_top_k=train_cfg.keep_checkpoints,
             monitor="step",
             mode="max",
@@ -77,7 +86,9 @@ def build_trainer(
     callbacks.update(extra_callbacks)
     if cfg.enable_progress_bar:
         callbacks["progress"] = TokenProgressBar(throughput)
-    plugins: list[Any] = [SLURMEnvironment(auto_requeue=False)] if cfg.cluster == "slurm" else []
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if cfg.cluster == "slurm":
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     val_every = train_cfg.val_every_n_steps
     return L.Trainer(
         accelerator=cfg.accelerator,
@@ -85,7 +96,7 @@ def build_trainer(
         num_nodes=cfg.num_nodes,
         strategy=build_strategy(cfg),
         precision=cfg.precision,  # type: ignore[arg-type]
-        plugins=plugins or None,
+        plugins=plugins,
         enable_progress_bar=cfg.enable_progress_bar,
         default_root_dir=str(run_dir),
         logger=loggers,

@@ -1,0 +1,75 @@
+"""Checkpoint files that survive shared filesystems: written beside their destination under a temporary
+name, fsynced, then renamed (a reader, a kill or a full disk never leaves a partial `*.ckpt`); and on
+resume, the newest checkpoint that actually loads.
+
+Lightning's own `TorchCheckpointIO` writes through an fsspec transaction: a temporary file in $TMPDIR,
+then `shutil.move`, which across filesystems (node-local /tmp → Lustre/NFS) is a copy that a kill
+truncates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from ablations.records.atomic import temp_sibling
+
+log = logging.getLogger(__name__)
+SHARDED_MARKERS = (".metadata", "meta.pt")  # a torch.distributed.checkpoint directory (FSDP2)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """`torch.save` into `<dir>/.<name>.tmp-<host>-<pid>-<random>`, fsync, rename over `<dir>/<name>`."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if "://" in str(path):  # object stores: Lightning's fsspec path (no rename there)
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(path)
+        try:
+            with tmp.open("wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(path.parent)  # the rename itself survives a crash of the node
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def is_loadable(path: Path) -> bool:
+    """A sharded checkpoint directory with its metadata, or a checkpoint file torch can open and read."""
+    if path.is_dir():
+        return any((path / marker).is_file() for marker in SHARDED_MARKERS)
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # truncated zip, bad pickle, empty file, …
+        return False
+    return True
+
+
+def newest_loadable(last: Path, periodic: list[Path]) -> Path | None:
+    """`last` if it loads, else the newest periodic checkpoint that does (a warning names each skipped
+    one), else None."""
+    for candidate in [last, *sorted(periodic, reverse=True)]:
+        if not candidate.exists():
+            continue
+        if is_loadable(candidate):
+            return candidate
+        log.warning("checkpoint %s is corrupt or partial: skipped, trying an older one", candidate)
+    return None
