@@ -111,9 +111,16 @@ def test_real_rows_of_every_task(tmp_path, eval_model, eval_tokenizer):
 def test_wikitext2_protocol_equals_reference(tmp_path, eval_model, eval_tokenizer):
     from ablations.eval.wikitext import lines_from_pages, wikitext2_perplexity
 
-    pages = [" = Title = \n \n Some text here . \n \n", " = Other = \n \n More words , and more . \n \n"] * 20
+    # pages as the document-level builder cuts them: no trailing newline, the blank line before a heading lost
+    pages = [
+        " = Title = \n \n Some text here . \n \n ",
+        " = Other = \n \n More words , and more . \n \n ",
+    ] * 20
     write_jsonl(tmp_path / "wikitext" / "test.jsonl", [{"page": p} for p in pages])
-    assert lines_from_pages(pages[:1]) == [" = Title = \n", "", " Some text here . \n", ""]
+    assert lines_from_pages(pages[:2]) == [
+        *("", " = Title = \n", "", " Some text here . \n", "", ""),
+        *(" = Other = \n", "", " More words , and more . \n", "", ""),
+    ]
     result = wikitext2_perplexity(eval_model, eval_tokenizer, tmp_path, window=32)
     text = "\n\n".join(lines_from_pages(pages))
     tokens = [eval_tokenizer.bos_token_id, *eval_tokenizer.encode(text, add_special_tokens=False)]
@@ -125,6 +132,20 @@ def test_wikitext2_protocol_equals_reference(tmp_path, eval_model, eval_tokenize
         losses.append(-logprobs.gather(2, chunk[:, 1:, None]).mean().item())
     assert result["n_windows"] == n and result["tokens"] == len(tokens)
     assert result["ppl"] == pytest.approx(math.exp(sum(losses) / n), rel=1e-5)
+
+
+@needs_benchmarks
+def test_wikitext2_rows_equal_hf_wikitext_2_raw_v1_test():
+    from ablations.eval.wikitext import lines_from_pages, wikitext2_test_lines
+
+    rows = wikitext2_test_lines(BENCHMARKS)
+    # HF `wikitext-2-raw-v1` test: 4,358 rows, the 1,290,590 bytes of wiki.test.raw (an empty row is " \n")
+    assert len(rows) == 4358
+    assert len("".join(row or " \n" for row in rows).encode()) == 1_290_590
+    assert rows[:3] == ["", " = Robert Boulter = \n", ""] and rows[3].startswith(" Robert Boulter is")
+    du_fu = rows.index(" = Du Fu = \n")  # the second page: a blank row before each top-level heading
+    assert rows[du_fu - 1] == "" and rows[du_fu - 2] == ""
+    assert lines_from_pages(["a\n b\n "]) == ["", "a\n", " b\n", ""]
 
 
 def test_lightning_ckpt_loads_same_model(tmp_path, eval_model, eval_tokenizer):
