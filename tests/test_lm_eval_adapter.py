@@ -87,3 +87,24 @@ def test_a_continuation_longer_than_the_window_is_scored_on_its_last_tokens(eval
     logprobs = F.log_softmax(eval_model(torch.tensor([window[:-1]])).float(), dim=-1)[0]
     expected = sum(float(logprobs[i, window[i + 1]]) for i in range(8))
     assert logprob == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_tokenizer_that_appends_eos_scores_as_one_that_does_not(eval_model, eval_tokenizer):
+    from tokenizers import processors
+
+    from tests.eval_fixtures import make_tokenizer
+
+    framed = make_tokenizer()  # `tokenizer.add_eos=true`: every encoding is "<s> text </s>"
+    bos, eos = framed.bos_token_id, framed.eos_token_id
+    framed._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
+    )
+    assert framed.encode("Answer:")[-1] == eos
+    pairs = [("Question: Which gas do plants take in?\nAnswer:", " carbon dioxide"), ("Answer: ", "yes")]
+    scores = [
+        MobileLLMEvalLM(model=eval_model, tokenizer=tok).loglikelihood(
+            [request("loglikelihood", c, x) for c, x in pairs], disable_tqdm=True
+        )
+        for tok in (eval_tokenizer, framed)
+    ]
+    assert scores[1] == scores[0]

@@ -29,6 +29,15 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_GEN_TOKS = 256
 
 
+def appends_eos(tokenizer: Any) -> bool:
+    """Whether the tokenizer's special-token rule ends an encoding with EOS (plain text never does)."""
+    return (
+        tokenizer.encode("a")[-1:]
+        == [tokenizer.eos_token_id]
+        != tokenizer.encode("a", add_special_tokens=False)[-1:]
+    )
+
+
 @register_model("mobilellm")
 class MobileLLMEvalLM(TemplateLM):
     """Scores a `MobileLLM` with lm-eval; built from `path=` (any checkpoint `load_for_eval` reads) or
@@ -60,6 +69,7 @@ class MobileLLMEvalLM(TemplateLM):
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16
         self._max_length = int(max_length or model.config.max_seq_len)
         self.max_gen_toks = int(max_gen_toks)
+        self._appends_eos = appends_eos(tokenizer)
 
     # ---------------------------------------------------------------- tokenizer conventions (as `hf`)
     @property
@@ -85,7 +95,16 @@ class MobileLLMEvalLM(TemplateLM):
         bos_text = self.tokenizer.decode(self.prefix_token_id)
         if add_special_tokens is None and bos_text and string.startswith(bos_text):
             special = {"add_special_tokens": False}
-        return self.tokenizer.encode(string, **special)
+        tokens = self.tokenizer.encode(string, **special)
+        # a tokenizer that frames documents with a final EOS (`tokenizer.add_eos=true`) would end every
+        # context with it and shift the continuation by one token; evaluation text is never a whole document
+        if (
+            self._appends_eos
+            and special.get("add_special_tokens", True)
+            and tokens[-1:] == [self.eot_token_id]
+        ):
+            tokens.pop()
+        return tokens
 
     def tok_decode(self, tokens: list[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens)
