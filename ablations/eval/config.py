@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ablations.eval.tasks import KNOWN_TASKS, PAPER_ZERO_SHOT
+from ablations.eval.tasks import KNOWN_TASKS, PAPER_ZERO_SHOT, TASKS, fewshot_violation
 from ablations.records.errors import ConfigError
 
 # `data_dir: auto` means this folder when it exists (the repo's sibling `shared/benchmarks`), else the hub.
@@ -41,7 +41,7 @@ class EvalConfig:
     num_fewshot: int = 0
     """Shots for tasks without a fixed count (TriviaQA variants fix theirs)."""
     paper_avg_metric: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PAPER_AVG_METRIC))
-    """Metric per task averaged into `paper_avg` (over the listed tasks that were scored)."""
+    """Metric per task averaged into `paper_avg`; a record scoring only some of them marks it partial."""
     bootstrap_iters: int = 1000
     """lm-eval bootstrap resamples for stderr of non-mean metrics (perplexities)."""
     wikitext_window: int = 2048
@@ -68,9 +68,18 @@ class EvalConfig:
         if self.wikitext_window < 2:
             problems.append(f"wikitext_window must be >= 2 (got {self.wikitext_window})")
         for task, metric in self.paper_avg_metric.items():
-            if task not in PAPER_ZERO_SHOT or metric not in ("acc", "acc_norm"):
-                problems.append(f"paper_avg_metric {task}: {metric} (tasks: {PAPER_ZERO_SHOT}; acc|acc_norm)")
+            if task not in PAPER_ZERO_SHOT:
+                problems.append(f"paper_avg_metric {task}: not a paper zero-shot task ({PAPER_ZERO_SHOT})")
+            elif metric not in TASKS[task].metrics:
+                problems.append(
+                    f"paper_avg_metric {task}: {metric} is not produced by {task} (it reports "
+                    f"{'|'.join(TASKS[task].metrics)})"
+                )
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             problems.append(f"data_dir {self.data_dir} is not a directory")
+        lm_eval_tasks = [t for t in self.tasks if t in TASKS]
+        problems += filter(
+            None, (fewshot_violation(t, self.data_dir, self.num_fewshot) for t in lm_eval_tasks)
+        )
         if problems:
             raise ConfigError("eval config", problems)

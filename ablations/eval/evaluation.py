@@ -44,10 +44,18 @@ def go_offline() -> None:
     huggingface_hub.constants.HF_HUB_OFFLINE = True
 
 
-def paper_average(tasks: dict[str, dict[str, float]], metric_of: dict[str, str]) -> float | None:
-    """Mean of `metric_of[task]` over the listed tasks that were scored; None if none was."""
-    values = [tasks[t][m] for t, m in metric_of.items() if t in tasks and m in tasks[t]]
-    return sum(values) / len(values) if values else None
+def paper_average(tasks: dict[str, dict[str, float]], metric_of: dict[str, str]) -> dict[str, Any]:
+    """`paper_avg` (mean of `metric_of[task]` over the scored tasks; None if none was), the tasks it
+    averages, and `paper_avg_partial`: true when some configured task was not scored."""
+    averaged = [t for t in metric_of if t in tasks]
+    missing = [t for t in metric_of if t not in tasks]
+    values = [tasks[t][metric_of[t]] for t in averaged]
+    return {
+        "paper_avg": sum(values) / len(values) if values else None,
+        "paper_avg_metric": {t: metric_of[t] for t in averaged},
+        "paper_avg_partial": bool(missing),
+        "paper_avg_missing": missing,
+    }
 
 
 def _task_metrics(raw: dict[str, Any]) -> dict[str, float]:
@@ -110,20 +118,20 @@ def run_evaluation(model: MobileLLM, tokenizer: Any, cfg: EvalConfig, out_dir: s
         with tempfile.TemporaryDirectory() as work:
             results = run_lm_eval(model, tokenizer, cfg, lm_tasks, Path(work))
         for task in lm_tasks:
-            section["tasks"][task] = _task_metrics(results["results"][task])
+            metrics = _task_metrics(results["results"][task])
+            metric_names = [m for m in metrics if not m.endswith("_stderr")]
+            section["tasks"][task] = {**metrics, "n_docs": int(results["n-samples"][task]["effective"])}
             section["task_versions"][task] = results["versions"][task]
-            metric_names = [m for m in section["tasks"][task] if not m.endswith("_stderr")]
             lines = [_sample_line(s, metric_names) for s in results["samples"][task]]
             _write_jsonl(out / SAMPLES_DIR / f"{task}.jsonl", lines)
     if WIKITEXT_MOBILELLM in cfg.tasks:
         ppl = wikitext2_perplexity(model, tokenizer, cfg.data_dir, cfg.wikitext_window, cfg.limit)
         losses = ppl.pop("window_losses")
-        section["tasks"][WIKITEXT_MOBILELLM] = ppl
+        section["tasks"][WIKITEXT_MOBILELLM] = {**ppl, "n_docs": ppl["n_windows"]}
         section["task_versions"][WIKITEXT_MOBILELLM] = "mobilellm-eval.py"
         lines = [{"doc_id": i, "mean_nll": loss} for i, loss in enumerate(losses)]
         _write_jsonl(out / SAMPLES_DIR / f"{WIKITEXT_MOBILELLM}.jsonl", lines)
-    section["paper_avg_metric"] = {t: m for t, m in cfg.paper_avg_metric.items() if t in section["tasks"]}
-    section["paper_avg"] = paper_average(section["tasks"], cfg.paper_avg_metric)
+    section |= paper_average(section["tasks"], cfg.paper_avg_metric)
     return section
 
 
