@@ -4,7 +4,8 @@
   as is. A layer-shared model is exported as its materialised block sequence (one HF layer per block
   application, weights copied); config.json then records the schedule under "ablations".
 - `import_llama(src_dir)` builds our model from any LLaMA-architecture checkpoint (tied or untied
-  embeddings, any rope theta, any vocab, sharded or single safetensors); a directory we exported with
+  embeddings, any rope theta, any vocab, sharded or single safetensors, or a tensors-only
+  `pytorch_model.bin`); a directory we exported with
   sharing is folded back into its stored blocks. The released MobileLLM checkpoints (facebook/MobileLLM-*)
   add two flags to config.json: `share_embedding` (logits from the input embedding, no `lm_head` stored,
   while `tie_word_embeddings` says false) and `layer_sharing` (every stored layer applied twice in a row:
@@ -194,9 +195,13 @@ def _load_safetensors(src: Path) -> dict[str, torch.Tensor]:
             tensors.update(load_file(str(src / shard)))
         return tensors
     single = src / "model.safetensors"
-    if not single.is_file():
-        raise ConversionError(f"no model.safetensors or model.safetensors.index.json in {src}")
-    return load_file(str(single))
+    if single.is_file():
+        return load_file(str(single))
+    pickled = src / "pytorch_model.bin"  # the released MobileLLM checkpoints (save_safetensors False)
+    if pickled.is_file():
+        # tensors only: weights_only refuses any pickled object that would run code
+        return torch.load(str(pickled), map_location="cpu", weights_only=True, mmap=True)
+    raise ConversionError(f"no model.safetensors, model.safetensors.index.json or pytorch_model.bin in {src}")
 
 
 def import_llama(src_dir: str | Path) -> MobileLLM:
