@@ -22,6 +22,14 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
+from ablations.eval.devices import (
+    all_gather,
+    barrier,
+    eval_dtype,
+    gather_object,
+    rank_and_world,
+    resolve_device,
+)
 from ablations.eval.loading import load_for_eval
 from ablations.model.architecture import KVCache, MobileLLM, sample_next_token
 
@@ -41,7 +49,8 @@ def appends_eos(tokenizer: Any) -> bool:
 @register_model("mobilellm")
 class MobileLLMEvalLM(TemplateLM):
     """Scores a `MobileLLM` with lm-eval; built from `path=` (any checkpoint `load_for_eval` reads) or
-    in-process from `model=` and `tokenizer=` (what the training job passes)."""
+    in-process from `model=` and `tokenizer=` (what the training job passes). `device` defaults to `auto`
+    (CUDA when present, bf16 weights there); `data_parallel=True` shares the docs among the ranks."""
 
     def __init__(
         self,
@@ -52,6 +61,7 @@ class MobileLLMEvalLM(TemplateLM):
         device: str | None = None,
         max_length: int | None = None,
         max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
+        data_parallel: bool = False,
         **_: Any,  # lm-eval passes max_batch_size and friends to every model
     ) -> None:
         super().__init__()
@@ -62,8 +72,11 @@ class MobileLLMEvalLM(TemplateLM):
             model, tokenizer = load_for_eval(path)
         if tokenizer is None:
             raise ValueError("MobileLLMEvalLM needs the model's tokenizer")
-        self._device = torch.device(device or "cpu")
-        self.model = model.to(self._device).eval()
+        self._device = resolve_device(device or "auto")
+        self.model = model.to(self._device, eval_dtype(self._device)).eval()
+        # data_parallel: lm-eval splits the docs over the ranks of the initialised process group and gathers
+        # the per-sample results on rank 0 through the hooks below (every rank must then score)
+        self._rank, self._world_size = rank_and_world() if data_parallel else (0, 1)
         self.tokenizer = tokenizer
         # "auto" (lm-eval's adaptive batch size) has no meaning here; fall back to the default
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16
@@ -88,6 +101,16 @@ class MobileLLMEvalLM(TemplateLM):
     @property
     def device(self) -> torch.device:
         return self._device
+
+    # ---------------------------------------------------------------- ranks (lm-eval's data parallelism)
+    def all_gather(self, tensor: Tensor) -> Tensor:
+        return all_gather(tensor)
+
+    def gather_object(self, obj: Any, dst: int = 0) -> list[Any] | None:
+        return gather_object(obj, dst)
+
+    def barrier(self) -> None:
+        barrier()
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
         """The tokenizer's own special-token rule (BOS if it adds one), unless told; never a second BOS."""

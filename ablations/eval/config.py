@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,8 +47,9 @@ class EvalConfig:
     """lm-eval bootstrap resamples for stderr of non-mean metrics (perplexities)."""
     wikitext_window: int = 2048
     """Window of the MobileLLM WikiText-2 protocol (capped at the model's max_seq_len)."""
-    device: str = "cpu"
-    """Torch device the model is evaluated on."""
+    device: str = "auto"
+    """Torch device the model is evaluated on (`cpu`, `cuda`, `cuda:N`); `auto` = the training accelerator
+    in a job (CUDA when present for a standalone evaluation). bf16 weights on a GPU, fp32 on the CPU."""
 
     def __post_init__(self) -> None:
         self.tasks = list(self.tasks)
@@ -65,6 +67,8 @@ class EvalConfig:
             problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
         if self.num_fewshot < 0:
             problems.append(f"num_fewshot must be >= 0 (got {self.num_fewshot})")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            problems.append(f"device must be auto, cpu, cuda or cuda:N (got {self.device!r})")
         if self.wikitext_window < 2:
             problems.append(f"wikitext_window must be >= 2 (got {self.wikitext_window})")
         for task, metric in self.paper_avg_metric.items():

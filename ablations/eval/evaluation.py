@@ -19,6 +19,7 @@ from typing import Any
 
 from ablations.eval.adapter import MobileLLMEvalLM
 from ablations.eval.config import EvalConfig
+from ablations.eval.devices import eval_dtype, rank_and_world, resolve_device
 from ablations.eval.loading import load_for_eval, tokens_seen
 from ablations.eval.tasks import WIKITEXT_MOBILELLM, task_manager, write_task_configs
 from ablations.eval.wikitext import wikitext2_perplexity
@@ -84,12 +85,22 @@ def _write_jsonl(path: Path, lines: list[dict[str, Any]]) -> None:
     atomic_write_text(path, text)
 
 
-def run_lm_eval(model: MobileLLM, tokenizer: Any, cfg: EvalConfig, tasks: list[str], work_dir: Path) -> dict:
-    """lm-eval's `simple_evaluate` on our adapter for `tasks`, from generated task configs in `work_dir`."""
+def run_lm_eval(
+    model: MobileLLM, tokenizer: Any, cfg: EvalConfig, tasks: list[str], work_dir: Path, data_parallel: bool
+) -> dict | None:
+    """lm-eval's `simple_evaluate` on our adapter for `tasks`, from generated task configs in `work_dir`
+    (on the model's device); None on ranks other than 0 of a data-parallel evaluation."""
     import lm_eval  # its evaluator pulls in datasets and evaluate: seconds, only when scoring
 
     config_dir = write_task_configs(tasks, work_dir / "task_configs", cfg.data_dir, cfg.num_fewshot)
-    adapter = MobileLLMEvalLM(model=model, tokenizer=tokenizer, batch_size=cfg.batch_size, device=cfg.device)
+    device = str(model.embed_tokens.weight.device)
+    adapter = MobileLLMEvalLM(
+        model=model,
+        tokenizer=tokenizer,
+        batch_size=cfg.batch_size,
+        device=device,
+        data_parallel=data_parallel,
+    )
     return lm_eval.simple_evaluate(
         model=adapter,
         tasks=tasks,
@@ -100,12 +111,28 @@ def run_lm_eval(model: MobileLLM, tokenizer: Any, cfg: EvalConfig, tasks: list[s
     )
 
 
-def run_evaluation(model: MobileLLM, tokenizer: Any, cfg: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Score `model` on `cfg.tasks`; write per-sample files; return the record's "eval" section."""
+def run_evaluation(
+    model: MobileLLM,
+    tokenizer: Any,
+    cfg: EvalConfig,
+    out_dir: str | Path,
+    accelerator: str | None = None,
+    data_parallel: bool = False,
+) -> dict[str, Any] | None:
+    """Score `model` on `cfg.tasks` on `cfg.device` (`auto`: the training `accelerator`); write per-sample
+    files; return the record's "eval" section. With `data_parallel`, every rank of the initialised process
+    group calls this and takes a share of the docs; rank 0 gathers them, writes and returns the section,
+    the other ranks return None. Without it, this process scores everything alone."""
     out = Path(out_dir)
     if cfg.data_dir is not None:
         go_offline()
+    device = resolve_device(cfg.device, accelerator)
+    model = model.to(device, eval_dtype(device)).eval()
+    rank, world_size = rank_and_world() if data_parallel else (0, 1)
     section: dict[str, Any] = {
+        "device": str(device),
+        "dtype": str(eval_dtype(device)).removeprefix("torch."),
+        "world_size": world_size,
         "tasks": {},
         "samples_dir": SAMPLES_DIR,
         "lm_eval_version": version("lm_eval"),
@@ -116,15 +143,20 @@ def run_evaluation(model: MobileLLM, tokenizer: Any, cfg: EvalConfig, out_dir: s
     lm_tasks = [t for t in cfg.tasks if t != WIKITEXT_MOBILELLM]
     if lm_tasks:
         with tempfile.TemporaryDirectory() as work:
-            results = run_lm_eval(model, tokenizer, cfg, lm_tasks, Path(work))
+            results = run_lm_eval(model, tokenizer, cfg, lm_tasks, Path(work), data_parallel)
+        if results is None:  # not rank 0: its share went to rank 0
+            return None
         for task in lm_tasks:
             metrics = _task_metrics(results["results"][task])
             metric_names = [m for m in metrics if not m.endswith("_stderr")]
             section["tasks"][task] = {**metrics, "n_docs": int(results["n-samples"][task]["effective"])}
             section["task_versions"][task] = results["versions"][task]
-            lines = [_sample_line(s, metric_names) for s in results["samples"][task]]
+            samples = sorted(results["samples"][task], key=lambda sample: int(sample["doc_id"]))
+            lines = [_sample_line(sample, metric_names) for sample in samples]
             _write_jsonl(out / SAMPLES_DIR / f"{task}.jsonl", lines)
-    if WIKITEXT_MOBILELLM in cfg.tasks:
+    if rank != 0:
+        return None
+    if WIKITEXT_MOBILELLM in cfg.tasks:  # rank 0 alone: a few dozen windows
         ppl = wikitext2_perplexity(model, tokenizer, cfg.data_dir, cfg.wikitext_window, cfg.limit)
         losses = ppl.pop("window_losses")
         section["tasks"][WIKITEXT_MOBILELLM] = {**ppl, "n_docs": ppl["n_windows"]}
@@ -166,8 +198,12 @@ def evaluate_checkpoint(
     """Load a checkpoint (native dir, HF export or Lightning .ckpt), evaluate it, write the record next to it."""
     src = Path(path)
     out = Path(out_dir) if out_dir is not None else (src if src.is_dir() else src.parent)
-    model, tokenizer = load_for_eval(src, tokenizer_dir, cfg.device)
+    model, tokenizer = load_for_eval(src, tokenizer_dir)
     section = run_evaluation(model, tokenizer, cfg, out)
+    if section is None:
+        raise RuntimeError(
+            "evaluate_checkpoint runs in one process; call run_evaluation on every rank instead"
+        )
     extra = {"checkpoint": str(src.resolve()), "tokens_seen": tokens_seen(src)}
     record = build_record(model, section, cfg, extra)
     write_eval_record(record, out)
