@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lm_eval.api.instance import Instance
+from tqdm import tqdm
 
 from ablations.eval.adapter import MobileLLMEvalLM
 
@@ -108,3 +109,16 @@ def test_a_tokenizer_that_appends_eos_scores_as_one_that_does_not(eval_model, ev
         for tok in (eval_tokenizer, framed)
     ]
     assert scores[1] == scores[0]
+
+
+def test_choices_of_one_context_score_as_whole_sequences(eval_model, eval_tokenizer):
+    lm = MobileLLMEvalLM(model=eval_model, tokenizer=eval_tokenizer, batch_size=8)
+    context = eval_tokenizer.encode("Question: Which gas do plants take in?\nAnswer:")
+    choices = [
+        eval_tokenizer.encode(x, add_special_tokens=False) for x in (" carbon dioxide", " O", " a gas")
+    ]
+    shared = lm._shared_context_scores(context, choices)  # the context once, choices on its cached K/V
+    whole = lm._batched_scores([(None, context, choice) for choice in choices], tqdm(disable=True))
+    assert len({len(c) for c in choices}) == 3 and min(map(len, choices)) == 1
+    for (logprob, greedy), (ref_logprob, ref_greedy) in zip(shared, whole, strict=True):
+        assert logprob == pytest.approx(ref_logprob, abs=1e-5) and greedy == ref_greedy

@@ -10,6 +10,7 @@ log-softmax run only on the continuation positions instead of every padded posit
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from typing import Any
 
 import torch
@@ -144,7 +145,71 @@ class MobileLLMEvalLM(TemplateLM):
     def _loglikelihood_tokens(
         self, requests: list[tuple[Any, list[int], list[int]]], disable_tqdm: bool = False, **_: Any
     ) -> list[tuple[float, bool]]:
-        """(log p(continuation | context), is-greedy) per request, batched longest first."""
+        """(log p(continuation | context), is-greedy) per request. Requests sharing a context of more than
+        one token (the choices of one question) compute it once; the others are batched longest first."""
+        progress = tqdm(total=len(requests), disable=disable_tqdm, desc="mobilellm loglikelihood")
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        by_context: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for index, (_, context, _continuation) in enumerate(requests):
+            by_context[tuple(context)].append(index)
+        alone: list[int] = []
+        for context, members in by_context.items():
+            longest = max(len(requests[i][2]) for i in members)
+            if len(members) < 2 or len(context) < 2 or len(context) + longest > self.max_length + 1:
+                alone += members  # nothing to share, or a window to cut: the batched path
+                continue
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start : start + self.batch_size]
+                scores = self._shared_context_scores(list(context), [requests[i][2] for i in chunk])
+                for index, score in zip(chunk, scores, strict=True):
+                    results[index] = score
+                    if requests[index][0] is not None:
+                        self.cache_hook.add_partial("loglikelihood", requests[index][0], score)
+                progress.update(len(chunk))
+        scores = self._batched_scores([requests[i] for i in alone], progress)
+        for index, score in zip(alone, scores, strict=True):
+            results[index] = score
+        progress.close()
+        return results  # type: ignore[return-value]  # every index was filled above
+
+    @torch.inference_mode()
+    def _shared_context_scores(
+        self, context: list[int], continuations: list[list[int]]
+    ) -> list[tuple[float, bool]]:
+        """Score continuations of one context: the context once, then each continuation on a copy of its
+        cached keys/values (the log-likelihoods of scoring each whole sequence, to float rounding)."""
+        config, dtype = self.model.config, self.model.embed_tokens.weight.dtype
+        prefix = KVCache.empty(config, 1, len(context), self._device, dtype)
+        context_tokens = torch.tensor([context], dtype=torch.long, device=self._device)
+        last = self.model.hidden_states(context_tokens, prefix)[0, -1:]  # predicts each continuation's 1st
+        lengths = [len(c) for c in continuations]
+        rows = [last] * len(continuations)
+        if max(lengths) > 1:
+            cache = KVCache.empty(
+                config, len(continuations), len(context) + max(lengths) - 1, self._device, dtype
+            )
+            cache.keys[:, :, :, : len(context)] = prefix.keys  # broadcast over the continuations
+            cache.values[:, :, :, : len(context)] = prefix.values
+            cache.length = len(context)
+            inputs = pad_sequence(
+                [torch.tensor(c[:-1], dtype=torch.long) for c in continuations], batch_first=True
+            )
+            hidden = self.model.hidden_states(inputs.to(self._device), cache)  # right padding: never attended
+            rows = [torch.cat([last, hidden[i, : n - 1]]) for i, n in enumerate(lengths)]
+        logits = F.linear(torch.cat(rows), self.model.output_weight).float()
+        scores = []
+        for logprobs, continuation in zip(
+            F.log_softmax(logits, dim=-1).split(lengths), continuations, strict=True
+        ):
+            target = torch.tensor(continuation, dtype=torch.long, device=self._device)
+            logprob = float(logprobs.gather(1, target.unsqueeze(1)).sum())
+            scores.append((logprob, bool((logprobs.argmax(dim=-1) == target).all())))
+        return scores
+
+    def _batched_scores(
+        self, requests: list[tuple[Any, list[int], list[int]]], progress: tqdm
+    ) -> list[tuple[float, bool]]:
+        """Scores of requests scored whole: batched longest first, left-truncated to the window."""
 
         def by_length(req: tuple[Any, list[int], list[int]]) -> tuple[int, tuple[int, ...]]:
             toks = req[1] + req[2]
@@ -155,7 +220,6 @@ class MobileLLMEvalLM(TemplateLM):
             requests, sort_fn=by_length, group_by="contexts", group_fn=lambda r: r[1] + r[2][:-1]
         )
         results: list[tuple[float, bool]] = []
-        progress = tqdm(total=len(requests), disable=disable_tqdm, desc="mobilellm loglikelihood")
         for chunk in ordered.get_batched(n=self.batch_size):
             inputs, spans = [], []
             for _, context, continuation in chunk:
@@ -184,7 +248,6 @@ class MobileLLMEvalLM(TemplateLM):
                     if request_str is not None:
                         self.cache_hook.add_partial("loglikelihood", request_str, (logprob, is_greedy))
                     progress.update(1)
-        progress.close()
         return ordered.get_original(results)
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
