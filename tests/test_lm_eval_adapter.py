@@ -114,9 +114,8 @@ def test_a_tokenizer_that_appends_eos_scores_as_one_that_does_not(eval_model, ev
 def test_choices_of_one_context_score_as_whole_sequences(eval_model, eval_tokenizer):
     lm = MobileLLMEvalLM(model=eval_model, tokenizer=eval_tokenizer, batch_size=8)
     context = eval_tokenizer.encode("Question: Which gas do plants take in?\nAnswer:")
-    choices = [
-        eval_tokenizer.encode(x, add_special_tokens=False) for x in (" carbon dioxide", " O", " a gas")
-    ]
+    choices = [eval_tokenizer.encode(x, add_special_tokens=False) for x in (" carbon dioxide", " a gas")]
+    choices.append(choices[0][:1])  # a one-token choice: scored on the context's last position alone
     shared = lm._shared_context_scores(context, choices)  # the context once, choices on its cached K/V
     whole = lm._batched_scores([(None, context, choice) for choice in choices], tqdm(disable=True))
     assert len({len(c) for c in choices}) == 3 and min(map(len, choices)) == 1
