@@ -116,7 +116,10 @@ def test_choices_of_one_context_score_as_whole_sequences(eval_model, eval_tokeni
     context = eval_tokenizer.encode("Question: Which gas do plants take in?\nAnswer:")
     choices = [eval_tokenizer.encode(x, add_special_tokens=False) for x in (" carbon dioxide", " a gas")]
     choices.append(choices[0][:1])  # a one-token choice: scored on the context's last position alone
-    shared = lm._shared_context_scores(context, choices)  # the context once, choices on its cached K/V
+    other = eval_tokenizer.encode("The quick brown fox")  # a second, shorter group in the same batch
+    shared, other_shared = lm._packed_scores([(context, choices), (other, choices[:2])])  # contexts once
+    alone = lm._batched_scores([(None, other, choice) for choice in choices[:2]], tqdm(disable=True))
+    assert [x[0] for x in other_shared] == pytest.approx([x[0] for x in alone], abs=1e-5)
     whole = lm._batched_scores([(None, context, choice) for choice in choices], tqdm(disable=True))
     assert len({len(c) for c in choices}) == 3 and min(map(len, choices)) == 1
     for (logprob, greedy), (ref_logprob, ref_greedy) in zip(shared, whole, strict=True):

@@ -146,26 +146,33 @@ class MobileLLMEvalLM(TemplateLM):
         self, requests: list[tuple[Any, list[int], list[int]]], disable_tqdm: bool = False, **_: Any
     ) -> list[tuple[float, bool]]:
         """(log p(continuation | context), is-greedy) per request. Requests sharing a context of more than
-        one token (the choices of one question) compute it once; the others are batched longest first."""
+        one token (the choices of one question) are packed into one sequence that holds the context once;
+        the others (rolling windows, windows to cut) are batched whole, longest first."""
         progress = tqdm(total=len(requests), disable=disable_tqdm, desc="mobilellm loglikelihood")
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         by_context: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for index, (_, context, _continuation) in enumerate(requests):
             by_context[tuple(context)].append(index)
+        packed: list[list[int]] = []
         alone: list[int] = []
         for context, members in by_context.items():
             longest = max(len(requests[i][2]) for i in members)
-            if len(members) < 2 or len(context) < 2 or len(context) + longest > self.max_length + 1:
-                alone += members  # nothing to share, or a window to cut: the batched path
-                continue
-            for start in range(0, len(members), self.batch_size):
-                chunk = members[start : start + self.batch_size]
-                scores = self._shared_context_scores(list(context), [requests[i][2] for i in chunk])
-                for index, score in zip(chunk, scores, strict=True):
-                    results[index] = score
-                    if requests[index][0] is not None:
-                        self.cache_hook.add_partial("loglikelihood", requests[index][0], score)
-                progress.update(len(chunk))
+            if len(context) >= 2 and len(context) + longest <= self.max_length + 1:
+                packed.append(members)
+            else:  # nothing to share, or a window to cut
+                alone += members
+        # longest packed rows first, so the rows of one batch have similar lengths
+        packed.sort(key=lambda group: -len(requests[group[0]][1]) - sum(len(requests[i][2]) for i in group))
+        for start in range(0, len(packed), self.batch_size):
+            groups = packed[start : start + self.batch_size]
+            scores = self._packed_scores([(requests[g[0]][1], [requests[i][2] for i in g]) for g in groups])
+            for index, score in zip(
+                (i for g in groups for i in g), (x for row in scores for x in row), strict=True
+            ):
+                results[index] = score
+                if requests[index][0] is not None:
+                    self.cache_hook.add_partial("loglikelihood", requests[index][0], score)
+                progress.update(1)
         scores = self._batched_scores([requests[i] for i in alone], progress)
         for index, score in zip(alone, scores, strict=True):
             results[index] = score
@@ -173,37 +180,45 @@ class MobileLLMEvalLM(TemplateLM):
         return results  # type: ignore[return-value]  # every index was filled above
 
     @torch.inference_mode()
-    def _shared_context_scores(
-        self, context: list[int], continuations: list[list[int]]
-    ) -> list[tuple[float, bool]]:
-        """Score continuations of one context: the context once, then each continuation on a copy of its
-        cached keys/values (the log-likelihoods of scoring each whole sequence, to float rounding)."""
-        config, dtype = self.model.config, self.model.embed_tokens.weight.dtype
-        prefix = KVCache.empty(config, 1, len(context), self._device, dtype)
-        context_tokens = torch.tensor([context], dtype=torch.long, device=self._device)
-        last = self.model.hidden_states(context_tokens, prefix)[0, -1:]  # predicts each continuation's 1st
-        lengths = [len(c) for c in continuations]
-        rows = [last] * len(continuations)
-        if max(lengths) > 1:
-            cache = KVCache.empty(
-                config, len(continuations), len(context) + max(lengths) - 1, self._device, dtype
-            )
-            cache.keys[:, :, :, : len(context)] = prefix.keys  # broadcast over the continuations
-            cache.values[:, :, :, : len(context)] = prefix.values
-            cache.length = len(context)
-            inputs = pad_sequence(
-                [torch.tensor(c[:-1], dtype=torch.long) for c in continuations], batch_first=True
-            )
-            hidden = self.model.hidden_states(inputs.to(self._device), cache)  # right padding: never attended
-            rows = [torch.cat([last, hidden[i, : n - 1]]) for i, n in enumerate(lengths)]
-        logits = F.linear(torch.cat(rows), self.model.output_weight).float()
+    def _packed_scores(
+        self, groups: list[tuple[list[int], list[list[int]]]]
+    ) -> list[list[tuple[float, bool]]]:
+        """Scores of each (context, continuations) group, one packed row per group: the context, then every
+        continuation but its last token, each at the positions it would have after the context and seeing
+        only the context and itself (the log-likelihoods of scoring each whole sequence, to rounding)."""
+        rows, positions, segments, predictors = [], [], [], []
+        for context, continuations in groups:
+            tokens, pos, seg, at = list(context), list(range(len(context))), [-1] * len(context), []
+            for number, continuation in enumerate(continuations):
+                # continuation token j is predicted at the context's last position (j = 0), else at token j - 1
+                at.append([len(context) - 1, *range(len(tokens), len(tokens) + len(continuation) - 1)])
+                tokens += continuation[:-1]
+                pos += range(len(context), len(context) + len(continuation) - 1)
+                seg += [number] * (len(continuation) - 1)
+            rows.append(torch.tensor(tokens, dtype=torch.long))
+            positions.append(torch.tensor(pos, dtype=torch.long))
+            segments.append(torch.tensor(seg, dtype=torch.long))
+            predictors.append(at)
+        tokens = pad_sequence(rows, batch_first=True).to(self._device)
+        pos = pad_sequence(positions, batch_first=True).to(self._device)
+        seg = pad_sequence(segments, batch_first=True, padding_value=-2).to(self._device)  # padding: -2
+        # a query sees earlier tokens of the context (segment -1) and of its own segment; padding sits after
+        # every real token, so real queries never see it, and padding queries see at least themselves
+        causal = torch.ones(tokens.shape[1], tokens.shape[1], dtype=torch.bool, device=self._device).tril()
+        visible = (seg.unsqueeze(1) == seg.unsqueeze(2)) | (seg == -1).unsqueeze(1)
+        hidden = self.model.hidden_states(tokens, positions=pos, mask=(causal & visible).unsqueeze(1))
+        picked = [hidden[row, at] for row, group in enumerate(predictors) for at in group]
+        lengths = [len(at) for group in predictors for at in group]
+        logits = F.linear(torch.cat(picked), self.model.output_weight).float()
+        logprobs = iter(F.log_softmax(logits, dim=-1).split(lengths))
         scores = []
-        for logprobs, continuation in zip(
-            F.log_softmax(logits, dim=-1).split(lengths), continuations, strict=True
-        ):
-            target = torch.tensor(continuation, dtype=torch.long, device=self._device)
-            logprob = float(logprobs.gather(1, target.unsqueeze(1)).sum())
-            scores.append((logprob, bool((logprobs.argmax(dim=-1) == target).all())))
+        for _, continuations in groups:
+            scores.append([])
+            for continuation in continuations:
+                rows_of = next(logprobs)
+                target = torch.tensor(continuation, dtype=torch.long, device=self._device)
+                logprob = float(rows_of.gather(1, target.unsqueeze(1)).sum())
+                scores[-1].append((logprob, bool((rows_of.argmax(dim=-1) == target).all())))
         return scores
 
     def _batched_scores(
