@@ -1,10 +1,11 @@
 """lm-eval's model interface for our checkpoints: `lm_eval.simple_evaluate(model="mobilellm", ...)`.
 
 Tokenisation, BOS handling, the context/continuation split (`TemplateLM._encode_pair`: encode the whole
-string, cut at the context's length, so a token spanning the join never breaks a request), request
-ordering and the one-token-continuation logits cache follow lm-eval's own `hf` model, so both give the
-same scores on the same weights. What is faster: no HF wrapper, and the vocabulary projection and
-log-softmax run only on the continuation positions instead of every padded position.
+string, cut at the context's length, so a token spanning the join never breaks a request) follow lm-eval's
+own `hf` model, so both give the same scores on the same weights. What is faster: no HF wrapper; the
+vocabulary projection and log-softmax run only on the continuation positions; and the choices of one
+question are packed into one sequence behind their shared context (computed once), each at the positions
+it would have alone and masked from the others.
 """
 
 from __future__ import annotations
