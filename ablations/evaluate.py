@@ -41,7 +41,8 @@ def print_results(section: dict[str, Any], title: str) -> None:
             stderr = metrics.get(f"{name}_stderr")
             table.add_row(task, name, f"{value:.4f}", "" if stderr is None else f"{stderr:.4f}")
     if section["paper_avg"] is not None:
-        table.add_row("paper_avg", "(see paper_avg_metric)", f"{section['paper_avg']:.4f}", "")
+        label = "paper_avg (PARTIAL)" if section["paper_avg_partial"] else "paper_avg"
+        table.add_row(label, "(see paper_avg_metric)", f"{section['paper_avg']:.4f}", "")
     Console().print(table)
 
 

@@ -3,7 +3,7 @@
     python bench/eval.py [--ckpt DIR] [--model tiny] [--tasks arc_easy,hellaswag,...] [--limit 100] [--batch-size 16]
 
 Without --ckpt a random model of the `--model` preset (vocabulary padded to the paper's 32000) is built
-with a byte-level BPE tokenizer trained on benchmark text. Prints both scores (they must agree) and the speed ratio (wanted: adapter >= 1.5x).
+with a byte-level BPE tokenizer trained on benchmark text. Prints both scores (they must agree) and the speed ratio (wanted: adapter >= 2x).
 Needs `../shared/benchmarks` (or --data-dir) and `accelerate` (lm-eval's hf model imports it).
 """
 
@@ -21,6 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ablations.eval.config import BESIDE_REPO_BENCHMARKS
+from ablations.eval.tasks import PAPER_ZERO_SHOT
 
 
 def build_model(args: argparse.Namespace):
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--vocab", type=int, default=4096, help="tokenizer vocabulary trained for the bench")
     parser.add_argument("--model-vocab", type=int, default=32000, help="model vocabulary (>= tokenizer's)")
-    parser.add_argument("--tasks", default="arc_easy,boolq,piqa,hellaswag,winogrande")
+    parser.add_argument("--tasks", default=",".join(PAPER_ZERO_SHOT))
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per model; the best counts")

@@ -67,9 +67,31 @@ def test_task_config_includes_lm_eval_definition_and_overrides_only_data(tmp_pat
     assert ours["dataset_kwargs"]["data_files"] == {"validation": str(tmp_path / "piqa" / "validation.jsonl")}
 
 
-def test_every_task_includes_an_existing_lm_eval_yaml():
+def test_every_task_includes_an_existing_lm_eval_yaml_whose_metrics_and_train_split_we_know():
+    from lm_eval.tasks._yaml_loader import load_yaml
+
     for spec in TASKS.values():
         assert (lm_eval_tasks_dir() / spec.lm_eval_yaml).is_file(), spec.lm_eval_yaml
+        definition = load_yaml(lm_eval_tasks_dir() / spec.lm_eval_yaml, resolve_func=False)
+        assert spec.metrics == tuple(m["metric"] for m in definition["metric_list"]), spec.lm_eval_yaml
+        assert spec.hub_train == (definition.get("training_split") is not None), spec.lm_eval_yaml
+
+
+def test_a_metric_the_task_does_not_report_is_refused():
+    with pytest.raises(ConfigError, match=r"boolq: acc_norm is not produced by boolq \(it reports acc\)"):
+        EvalConfig(tasks=["boolq"], paper_avg_metric={"boolq": "acc_norm"}, data_dir=None)
+
+
+def test_few_shot_examples_are_never_drawn_from_the_scored_split(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        EvalConfig(tasks=["piqa", "arc_easy", "triviaqa_5shot"], num_fewshot=5, data_dir=str(tmp_path))
+    text = str(err.value)
+    assert "'piqa': 5-shot examples would be drawn from its scored split 'validation'" in text
+    assert "'arc_easy'" in text and "triviaqa" not in text  # TriviaQA reads its shots from train.jsonl
+    with pytest.raises(ConfigError, match=r"'race_high': 5-shot .*no hub train split"):
+        EvalConfig(tasks=["race_high", "piqa"], num_fewshot=5, data_dir=None)
+    with pytest.raises(ValueError, match="'piqa': 3-shot"):  # the task files refuse it too
+        task_yaml("piqa", tmp_path, num_fewshot=3)
 
 
 def test_missing_local_data_names_task_and_file(tmp_path, eval_model, eval_tokenizer):
@@ -103,6 +125,8 @@ def test_real_rows_of_every_task(tmp_path, eval_model, eval_tokenizer):
         assert "acc_norm" in section["tasks"][task]
     chosen = [section["tasks"][t][m] for t, m in cfg.paper_avg_metric.items()]
     assert section["paper_avg"] == pytest.approx(sum(chosen) / 8)
+    assert section["paper_avg_partial"] is False and section["paper_avg_missing"] == []
+    assert all(section["tasks"][t]["n_docs"] == 3 for t in tasks)
     assert section["tasks"]["wikitext"]["word_perplexity"] > 1
     assert section["tasks"]["wikitext2_mobilellm"]["n_windows"] == 3
     assert section["task_versions"]["boolq"] == 2.0 and section["lm_eval_version"]
@@ -111,9 +135,16 @@ def test_real_rows_of_every_task(tmp_path, eval_model, eval_tokenizer):
 def test_wikitext2_protocol_equals_reference(tmp_path, eval_model, eval_tokenizer):
     from ablations.eval.wikitext import lines_from_pages, wikitext2_perplexity
 
-    pages = [" = Title = \n \n Some text here . \n \n", " = Other = \n \n More words , and more . \n \n"] * 20
+    # pages as the document-level builder cuts them: no trailing newline, the blank line before a heading lost
+    pages = [
+        " = Title = \n \n Some text here . \n \n ",
+        " = Other = \n \n More words , and more . \n \n ",
+    ] * 20
     write_jsonl(tmp_path / "wikitext" / "test.jsonl", [{"page": p} for p in pages])
-    assert lines_from_pages(pages[:1]) == [" = Title = \n", "", " Some text here . \n", ""]
+    assert lines_from_pages(pages[:2]) == [
+        *("", " = Title = \n", "", " Some text here . \n", "", ""),
+        *(" = Other = \n", "", " More words , and more . \n", "", ""),
+    ]
     result = wikitext2_perplexity(eval_model, eval_tokenizer, tmp_path, window=32)
     text = "\n\n".join(lines_from_pages(pages))
     tokens = [eval_tokenizer.bos_token_id, *eval_tokenizer.encode(text, add_special_tokens=False)]
@@ -125,6 +156,20 @@ def test_wikitext2_protocol_equals_reference(tmp_path, eval_model, eval_tokenize
         losses.append(-logprobs.gather(2, chunk[:, 1:, None]).mean().item())
     assert result["n_windows"] == n and result["tokens"] == len(tokens)
     assert result["ppl"] == pytest.approx(math.exp(sum(losses) / n), rel=1e-5)
+
+
+@needs_benchmarks
+def test_wikitext2_rows_equal_hf_wikitext_2_raw_v1_test():
+    from ablations.eval.wikitext import lines_from_pages, wikitext2_test_lines
+
+    rows = wikitext2_test_lines(BENCHMARKS)
+    # HF `wikitext-2-raw-v1` test: 4,358 rows, the 1,290,590 bytes of wiki.test.raw (an empty row is " \n")
+    assert len(rows) == 4358
+    assert len("".join(row or " \n" for row in rows).encode()) == 1_290_590
+    assert rows[:3] == ["", " = Robert Boulter = \n", ""] and rows[3].startswith(" Robert Boulter is")
+    du_fu = rows.index(" = Du Fu = \n")  # the second page: a blank row before each top-level heading
+    assert rows[du_fu - 1] == "" and rows[du_fu - 2] == ""
+    assert lines_from_pages(["a\n b\n "]) == ["", "a\n", " b\n", ""]
 
 
 def test_lightning_ckpt_loads_same_model(tmp_path, eval_model, eval_tokenizer):
@@ -159,6 +204,10 @@ def test_cli_writes_record_next_to_checkpoint(tmp_path, eval_model, eval_tokeniz
     assert on_disk["config"]["eval"]["tasks"] == ["piqa"] and on_disk["eval"]["paper_avg_metric"] == {
         "piqa": "acc_norm"
     }
+    # one task of the eight: the average says it is partial and which tasks it lacks
+    assert on_disk["eval"]["paper_avg"] == on_disk["eval"]["tasks"]["piqa"]["acc_norm"]
+    assert on_disk["eval"]["paper_avg_partial"] is True and len(on_disk["eval"]["paper_avg_missing"]) == 7
+    assert on_disk["eval"]["tasks"]["piqa"]["n_docs"] == 2
     assert len((ckpt / "eval_samples" / "piqa.jsonl").read_text().splitlines()) == 2
     assert not list(ckpt.glob(".*tmp*")) and not list(ckpt.glob(".eval_result*"))
 

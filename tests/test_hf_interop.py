@@ -159,3 +159,127 @@ def test_native_model_dir_round_trips_any_variant(tmp_path: Path) -> None:
         assert torch.equal(back(tokens), model(tokens))
     with pytest.raises(FileNotFoundError, match=r"model_config\.json is missing"):
         load_model_dir(tmp_path / "nowhere")
+
+
+def released_mobilellm_dir(out: Path, layer_sharing: bool) -> dict[str, torch.Tensor]:
+    """A tiny checkpoint in the layout of the released facebook/MobileLLM-* ones (FACTS §2–3): their
+    config.json keys, `share_embedding` with tie_word_embeddings false, fp16 tensors, no lm_head."""
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "rms_norm_eps": 1e-05,
+        "rope_theta": 10000.0,
+        "rope_scaling": None,
+        "max_position_embeddings": 2048,
+        "initializer_range": 0.02,
+        "vocab_size": 320,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "tie_word_embeddings": False,
+        "pretraining_tp": 1,
+        "torch_dtype": "float16",
+        "transformers_version": "4.34.1",
+        "use_cache": True,
+        "hidden_size": 64,
+        "intermediate_size": 160,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "share_embedding": True,
+        "layer_sharing": layer_sharing,
+    }
+    shapes = {
+        "input_layernorm.weight": (64,),
+        "self_attn.q_proj.weight": (64, 64),
+        "self_attn.k_proj.weight": (32, 64),
+        "self_attn.v_proj.weight": (32, 64),
+        "self_attn.o_proj.weight": (64, 64),
+        "post_attention_layernorm.weight": (64,),
+        "mlp.gate_proj.weight": (160, 64),
+        "mlp.up_proj.weight": (160, 64),
+        "mlp.down_proj.weight": (64, 160),
+    }
+    torch.manual_seed(0)
+
+    def weight(*shape: int) -> torch.Tensor:
+        mean = 1.0 if len(shape) == 1 else 0.0
+        return (mean + 0.1 * torch.randn(shape)).to(torch.float16)
+
+    tensors = {"model.embed_tokens.weight": weight(320, 64), "model.norm.weight": weight(64)}
+    for layer in range(3):
+        tensors |= {f"model.layers.{layer}.{name}": weight(*shape) for name, shape in shapes.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    return tensors
+
+
+def reference_llama(tensors: dict[str, torch.Tensor], repeats: int) -> LlamaForCausalLM:
+    """transformers' LLaMA with each stored layer materialised `repeats` times in a row, logits from the
+    embedding: the released model's forward without a KV cache."""
+    config = LlamaConfig(
+        vocab_size=320,
+        hidden_size=64,
+        intermediate_size=160,
+        num_hidden_layers=3 * repeats,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+    )
+    state = {"model.embed_tokens.weight": tensors["model.embed_tokens.weight"]}
+    state |= {"model.norm.weight": tensors["model.norm.weight"]}
+    for key, value in tensors.items():
+        if key.startswith("model.layers."):
+            layer, name = key.removeprefix("model.layers.").split(".", 1)
+            for copy in range(repeats):
+                state[f"model.layers.{int(layer) * repeats + copy}.{name}"] = value
+    reference = LlamaForCausalLM(config).eval()
+    missing, unexpected = reference.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    assert missing == ["lm_head.weight"] and not unexpected
+    reference.tie_weights()
+    return reference
+
+
+@pytest.mark.parametrize("layer_sharing", [False, True])
+def test_released_mobilellm_layout_imports_with_its_sharing_flags(
+    layer_sharing: bool, tmp_path: Path
+) -> None:
+    tensors = released_mobilellm_dir(tmp_path, layer_sharing)
+    if layer_sharing:  # the LS release is a pickled state dict, read tensors-only
+        torch.save(tensors, tmp_path / "pytorch_model.bin")
+        (tmp_path / "model.safetensors").unlink()
+    assert not any(key.startswith("lm_head") for key in tensors)
+    model = import_llama(tmp_path).eval()
+    assert model.config.share_embeddings and "lm_head.weight" not in model.state_dict()
+    repeats = 2 if layer_sharing else 1
+    assert model.config.block_schedule == tuple(i for i in range(3) for _ in range(repeats))
+    reference = reference_llama(tensors, repeats)
+    tokens = torch.randint(0, 320, (2, 20))
+    with torch.no_grad():
+        assert logits_agree(model(tokens), reference(tokens, use_cache=False).logits)
+
+
+def test_tie_word_embeddings_defaults_to_untied_as_in_transformers(tmp_path: Path) -> None:
+    config = LlamaConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
+    )
+    reference = LlamaForCausalLM(config).eval()
+    for param in reference.parameters():
+        torch.nn.init.normal_(param, mean=0.0 if param.dim() > 1 else 1.0, std=0.1)
+    reference.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved.pop("tie_word_embeddings", None)
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    model = import_llama(tmp_path).eval()
+    assert not model.config.share_embeddings
+    tokens = torch.randint(0, 97, (1, 12))
+    with torch.no_grad():
+        assert logits_agree(model(tokens), reference(tokens).logits)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    del tensors["lm_head.weight"]
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ConversionError, match=r"untied .* no lm_head\.weight"):
+        import_llama(tmp_path)

@@ -6,12 +6,14 @@ import pytest
 
 from ablations.eval.config import EvalConfig
 from ablations.eval.evaluation import _task_metrics, run_lm_eval
+from ablations.eval.tasks import PAPER_ZERO_SHOT
 from tests.eval_fixtures import BENCHMARKS
 
 pytestmark = pytest.mark.skipif(not BENCHMARKS.is_dir(), reason=f"{BENCHMARKS} absent")
 pytest.importorskip("accelerate", reason="lm-eval's hf model needs accelerate")
 
-TASKS = ["arc_easy", "boolq", "hellaswag", "winogrande", "wikitext"]
+# every task with data in ../shared/benchmarks (multiple-choice ones take the shared-context path)
+TASKS = [*PAPER_ZERO_SHOT, "wikitext"]
 
 
 def hf_results(export_dir, tokenizer, cfg: EvalConfig, work_dir) -> dict:
@@ -32,8 +34,8 @@ def test_adapter_matches_hf_model_on_exported_weights(tmp_path, eval_model, eval
     from ablations.model.hf_interop import export_llama
 
     export_llama(eval_model, tmp_path / "hf", eval_tokenizer)
-    cfg = EvalConfig(tasks=TASKS, limit=4, data_dir=str(BENCHMARKS), batch_size=3, bootstrap_iters=0)
-    ours = run_lm_eval(eval_model, eval_tokenizer, cfg, TASKS, tmp_path)
+    cfg = EvalConfig(tasks=TASKS, limit=3, data_dir=str(BENCHMARKS), batch_size=3, bootstrap_iters=0)
+    ours = run_lm_eval(eval_model, eval_tokenizer, cfg, TASKS, tmp_path, data_parallel=False)
     theirs = hf_results(tmp_path / "hf", eval_tokenizer, cfg, tmp_path)
     for task in TASKS:
         mine, ref = _task_metrics(ours["results"][task]), _task_metrics(theirs["results"][task])

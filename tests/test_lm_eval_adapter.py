@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lm_eval.api.instance import Instance
+from tqdm import tqdm
 
 from ablations.eval.adapter import MobileLLMEvalLM
 
@@ -87,3 +88,39 @@ def test_a_continuation_longer_than_the_window_is_scored_on_its_last_tokens(eval
     logprobs = F.log_softmax(eval_model(torch.tensor([window[:-1]])).float(), dim=-1)[0]
     expected = sum(float(logprobs[i, window[i + 1]]) for i in range(8))
     assert logprob == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_tokenizer_that_appends_eos_scores_as_one_that_does_not(eval_model, eval_tokenizer):
+    from tokenizers import processors
+
+    from tests.eval_fixtures import make_tokenizer
+
+    framed = make_tokenizer()  # `tokenizer.add_eos=true`: every encoding is "<s> text </s>"
+    bos, eos = framed.bos_token_id, framed.eos_token_id
+    framed._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
+    )
+    assert framed.encode("Answer:")[-1] == eos
+    pairs = [("Question: Which gas do plants take in?\nAnswer:", " carbon dioxide"), ("Answer: ", "yes")]
+    scores = [
+        MobileLLMEvalLM(model=eval_model, tokenizer=tok).loglikelihood(
+            [request("loglikelihood", c, x) for c, x in pairs], disable_tqdm=True
+        )
+        for tok in (eval_tokenizer, framed)
+    ]
+    assert scores[1] == scores[0]
+
+
+def test_choices_of_one_context_score_as_whole_sequences(eval_model, eval_tokenizer):
+    lm = MobileLLMEvalLM(model=eval_model, tokenizer=eval_tokenizer, batch_size=8)
+    context = eval_tokenizer.encode("Question: Which gas do plants take in?\nAnswer:")
+    choices = [eval_tokenizer.encode(x, add_special_tokens=False) for x in (" carbon dioxide", " a gas")]
+    choices.append(choices[0][:1])  # a one-token choice: scored on the context's last position alone
+    other = eval_tokenizer.encode("The quick brown fox")  # a second, shorter group in the same batch
+    shared, other_shared = lm._packed_scores([(context, choices), (other, choices[:2])])  # contexts once
+    alone = lm._batched_scores([(None, other, choice) for choice in choices[:2]], tqdm(disable=True))
+    assert [x[0] for x in other_shared] == pytest.approx([x[0] for x in alone], abs=1e-5)
+    whole = lm._batched_scores([(None, context, choice) for choice in choices], tqdm(disable=True))
+    assert len({len(c) for c in choices}) == 3 and min(map(len, choices)) == 1
+    for (logprob, greedy), (ref_logprob, ref_greedy) in zip(shared, whole, strict=True):
+        assert logprob == pytest.approx(ref_logprob, abs=1e-5) and greedy == ref_greedy

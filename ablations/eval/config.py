@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ablations.eval.tasks import KNOWN_TASKS, PAPER_ZERO_SHOT
+from ablations.eval.tasks import KNOWN_TASKS, PAPER_ZERO_SHOT, TASKS, fewshot_violation
 from ablations.records.errors import ConfigError
 
 # `data_dir: auto` means this folder when it exists (the repo's sibling `shared/benchmarks`), else the hub.
@@ -41,13 +42,14 @@ class EvalConfig:
     num_fewshot: int = 0
     """Shots for tasks without a fixed count (TriviaQA variants fix theirs)."""
     paper_avg_metric: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PAPER_AVG_METRIC))
-    """Metric per task averaged into `paper_avg` (over the listed tasks that were scored)."""
+    """Metric per task averaged into `paper_avg`; a record scoring only some of them marks it partial."""
     bootstrap_iters: int = 1000
     """lm-eval bootstrap resamples for stderr of non-mean metrics (perplexities)."""
     wikitext_window: int = 2048
     """Window of the MobileLLM WikiText-2 protocol (capped at the model's max_seq_len)."""
-    device: str = "cpu"
-    """Torch device the model is evaluated on."""
+    device: str = "auto"
+    """Torch device the model is evaluated on (`cpu`, `cuda`, `cuda:N`); `auto` = the training accelerator
+    in a job (CUDA when present for a standalone evaluation). bf16 weights on a GPU, fp32 on the CPU."""
 
     def __post_init__(self) -> None:
         self.tasks = list(self.tasks)
@@ -65,12 +67,23 @@ class EvalConfig:
             problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
         if self.num_fewshot < 0:
             problems.append(f"num_fewshot must be >= 0 (got {self.num_fewshot})")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            problems.append(f"device must be auto, cpu, cuda or cuda:N (got {self.device!r})")
         if self.wikitext_window < 2:
             problems.append(f"wikitext_window must be >= 2 (got {self.wikitext_window})")
         for task, metric in self.paper_avg_metric.items():
-            if task not in PAPER_ZERO_SHOT or metric not in ("acc", "acc_norm"):
-                problems.append(f"paper_avg_metric {task}: {metric} (tasks: {PAPER_ZERO_SHOT}; acc|acc_norm)")
+            if task not in PAPER_ZERO_SHOT:
+                problems.append(f"paper_avg_metric {task}: not a paper zero-shot task ({PAPER_ZERO_SHOT})")
+            elif metric not in TASKS[task].metrics:
+                problems.append(
+                    f"paper_avg_metric {task}: {metric} is not produced by {task} (it reports "
+                    f"{'|'.join(TASKS[task].metrics)})"
+                )
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             problems.append(f"data_dir {self.data_dir} is not a directory")
+        lm_eval_tasks = [t for t in self.tasks if t in TASKS]
+        problems += filter(
+            None, (fewshot_violation(t, self.data_dir, self.num_fewshot) for t in lm_eval_tasks)
+        )
         if problems:
             raise ConfigError("eval config", problems)

@@ -19,6 +19,7 @@ from typing import Any
 
 from ablations.eval.adapter import MobileLLMEvalLM
 from ablations.eval.config import EvalConfig
+from ablations.eval.devices import eval_dtype, rank_and_world, resolve_device
 from ablations.eval.loading import load_for_eval, tokens_seen
 from ablations.eval.tasks import WIKITEXT_MOBILELLM, task_manager, write_task_configs
 from ablations.eval.wikitext import wikitext2_perplexity
@@ -44,10 +45,18 @@ def go_offline() -> None:
     huggingface_hub.constants.HF_HUB_OFFLINE = True
 
 
-def paper_average(tasks: dict[str, dict[str, float]], metric_of: dict[str, str]) -> float | None:
-    """Mean of `metric_of[task]` over the listed tasks that were scored; None if none was."""
-    values = [tasks[t][m] for t, m in metric_of.items() if t in tasks and m in tasks[t]]
-    return sum(values) / len(values) if values else None
+def paper_average(tasks: dict[str, dict[str, float]], metric_of: dict[str, str]) -> dict[str, Any]:
+    """`paper_avg` (mean of `metric_of[task]` over the scored tasks; None if none was), the tasks it
+    averages, and `paper_avg_partial`: true when some configured task was not scored."""
+    averaged = [t for t in metric_of if t in tasks]
+    missing = [t for t in metric_of if t not in tasks]
+    values = [tasks[t][metric_of[t]] for t in averaged]
+    return {
+        "paper_avg": sum(values) / len(values) if values else None,
+        "paper_avg_metric": {t: metric_of[t] for t in averaged},
+        "paper_avg_partial": bool(missing),
+        "paper_avg_missing": missing,
+    }
 
 
 def _task_metrics(raw: dict[str, Any]) -> dict[str, float]:
@@ -76,12 +85,22 @@ def _write_jsonl(path: Path, lines: list[dict[str, Any]]) -> None:
     atomic_write_text(path, text)
 
 
-def run_lm_eval(model: MobileLLM, tokenizer: Any, cfg: EvalConfig, tasks: list[str], work_dir: Path) -> dict:
-    """lm-eval's `simple_evaluate` on our adapter for `tasks`, from generated task configs in `work_dir`."""
+def run_lm_eval(
+    model: MobileLLM, tokenizer: Any, cfg: EvalConfig, tasks: list[str], work_dir: Path, data_parallel: bool
+) -> dict | None:
+    """lm-eval's `simple_evaluate` on our adapter for `tasks`, from generated task configs in `work_dir`
+    (on the model's device); None on ranks other than 0 of a data-parallel evaluation."""
     import lm_eval  # its evaluator pulls in datasets and evaluate: seconds, only when scoring
 
     config_dir = write_task_configs(tasks, work_dir / "task_configs", cfg.data_dir, cfg.num_fewshot)
-    adapter = MobileLLMEvalLM(model=model, tokenizer=tokenizer, batch_size=cfg.batch_size, device=cfg.device)
+    device = str(model.embed_tokens.weight.device)
+    adapter = MobileLLMEvalLM(
+        model=model,
+        tokenizer=tokenizer,
+        batch_size=cfg.batch_size,
+        device=device,
+        data_parallel=data_parallel,
+    )
     return lm_eval.simple_evaluate(
         model=adapter,
         tasks=tasks,
@@ -92,12 +111,28 @@ def run_lm_eval(model: MobileLLM, tokenizer: Any, cfg: EvalConfig, tasks: list[s
     )
 
 
-def run_evaluation(model: MobileLLM, tokenizer: Any, cfg: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Score `model` on `cfg.tasks`; write per-sample files; return the record's "eval" section."""
+def run_evaluation(
+    model: MobileLLM,
+    tokenizer: Any,
+    cfg: EvalConfig,
+    out_dir: str | Path,
+    accelerator: str | None = None,
+    data_parallel: bool = False,
+) -> dict[str, Any] | None:
+    """Score `model` on `cfg.tasks` on `cfg.device` (`auto`: the training `accelerator`); write per-sample
+    files; return the record's "eval" section. With `data_parallel`, every rank of the initialised process
+    group calls this and takes a share of the docs; rank 0 gathers them, writes and returns the section,
+    the other ranks return None. Without it, this process scores everything alone."""
     out = Path(out_dir)
     if cfg.data_dir is not None:
         go_offline()
+    device = resolve_device(cfg.device, accelerator)
+    model = model.to(device, eval_dtype(device)).eval()
+    rank, world_size = rank_and_world() if data_parallel else (0, 1)
     section: dict[str, Any] = {
+        "device": str(device),
+        "dtype": str(eval_dtype(device)).removeprefix("torch."),
+        "world_size": world_size,
         "tasks": {},
         "samples_dir": SAMPLES_DIR,
         "lm_eval_version": version("lm_eval"),
@@ -108,22 +143,27 @@ def run_evaluation(model: MobileLLM, tokenizer: Any, cfg: EvalConfig, out_dir: s
     lm_tasks = [t for t in cfg.tasks if t != WIKITEXT_MOBILELLM]
     if lm_tasks:
         with tempfile.TemporaryDirectory() as work:
-            results = run_lm_eval(model, tokenizer, cfg, lm_tasks, Path(work))
+            results = run_lm_eval(model, tokenizer, cfg, lm_tasks, Path(work), data_parallel)
+        if results is None:  # not rank 0: its share went to rank 0
+            return None
         for task in lm_tasks:
-            section["tasks"][task] = _task_metrics(results["results"][task])
+            metrics = _task_metrics(results["results"][task])
+            metric_names = [m for m in metrics if not m.endswith("_stderr")]
+            section["tasks"][task] = {**metrics, "n_docs": int(results["n-samples"][task]["effective"])}
             section["task_versions"][task] = results["versions"][task]
-            metric_names = [m for m in section["tasks"][task] if not m.endswith("_stderr")]
-            lines = [_sample_line(s, metric_names) for s in results["samples"][task]]
+            samples = sorted(results["samples"][task], key=lambda sample: int(sample["doc_id"]))
+            lines = [_sample_line(sample, metric_names) for sample in samples]
             _write_jsonl(out / SAMPLES_DIR / f"{task}.jsonl", lines)
-    if WIKITEXT_MOBILELLM in cfg.tasks:
+    if rank != 0:
+        return None
+    if WIKITEXT_MOBILELLM in cfg.tasks:  # rank 0 alone: a few dozen windows
         ppl = wikitext2_perplexity(model, tokenizer, cfg.data_dir, cfg.wikitext_window, cfg.limit)
         losses = ppl.pop("window_losses")
-        section["tasks"][WIKITEXT_MOBILELLM] = ppl
+        section["tasks"][WIKITEXT_MOBILELLM] = {**ppl, "n_docs": ppl["n_windows"]}
         section["task_versions"][WIKITEXT_MOBILELLM] = "mobilellm-eval.py"
         lines = [{"doc_id": i, "mean_nll": loss} for i, loss in enumerate(losses)]
         _write_jsonl(out / SAMPLES_DIR / f"{WIKITEXT_MOBILELLM}.jsonl", lines)
-    section["paper_avg_metric"] = {t: m for t, m in cfg.paper_avg_metric.items() if t in section["tasks"]}
-    section["paper_avg"] = paper_average(section["tasks"], cfg.paper_avg_metric)
+    section |= paper_average(section["tasks"], cfg.paper_avg_metric)
     return section
 
 
@@ -158,8 +198,12 @@ def evaluate_checkpoint(
     """Load a checkpoint (native dir, HF export or Lightning .ckpt), evaluate it, write the record next to it."""
     src = Path(path)
     out = Path(out_dir) if out_dir is not None else (src if src.is_dir() else src.parent)
-    model, tokenizer = load_for_eval(src, tokenizer_dir, cfg.device)
+    model, tokenizer = load_for_eval(src, tokenizer_dir)
     section = run_evaluation(model, tokenizer, cfg, out)
+    if section is None:
+        raise RuntimeError(
+            "evaluate_checkpoint runs in one process; call run_evaluation on every rank instead"
+        )
     extra = {"checkpoint": str(src.resolve()), "tokens_seen": tokens_seen(src)}
     record = build_record(model, section, cfg, extra)
     write_eval_record(record, out)

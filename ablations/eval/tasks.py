@@ -36,29 +36,49 @@ class TaskSpec:
     """Fixed shot count (TriviaQA 1/5/64); None takes `eval.num_fewshot`."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Extra YAML keys, e.g. RACE's `dataset_name: middle` (lm-eval ships only `high`)."""
+    metrics: tuple[str, ...] = ("acc",)
+    """The metrics lm-eval's definition reports (its `metric_list`)."""
+    hub_train: bool = True
+    """Whether lm-eval's definition has a training split on the hub (its few-shot source)."""
 
 
 def _spec(yaml_path: str, split: str, folder: str, **kw: Any) -> TaskSpec:
     return TaskSpec(yaml_path, (split,), folder, **kw)
 
 
+ACC_NORM = ("acc", "acc_norm")
+
+
 TASKS: dict[str, TaskSpec] = {
-    "arc_easy": _spec("arc/arc_easy.yaml", "test", "arc_easy"),
-    "arc_challenge": _spec("arc/arc_challenge.yaml", "test", "arc_challenge"),
+    "arc_easy": _spec("arc/arc_easy.yaml", "test", "arc_easy", metrics=ACC_NORM),
+    "arc_challenge": _spec("arc/arc_challenge.yaml", "test", "arc_challenge", metrics=ACC_NORM),
     "boolq": _spec("super_glue/boolq/default.yaml", "validation", "boolq"),
-    "piqa": _spec("piqa/piqa.yaml", "validation", "piqa"),
+    "piqa": _spec("piqa/piqa.yaml", "validation", "piqa", metrics=ACC_NORM),
     "social_iqa": _spec("siqa/siqa.yaml", "validation", "social_iqa"),
-    "hellaswag": _spec("hellaswag/hellaswag.yaml", "validation", "hellaswag"),
-    "openbookqa": _spec("openbookqa/openbookqa.yaml", "test", "openbookqa"),
+    "hellaswag": _spec("hellaswag/hellaswag.yaml", "validation", "hellaswag", metrics=ACC_NORM),
+    "openbookqa": _spec("openbookqa/openbookqa.yaml", "test", "openbookqa", metrics=ACC_NORM),
     "winogrande": _spec("winogrande/default.yaml", "validation", "winogrande"),
-    "wikitext": _spec("wikitext/wikitext.yaml", "test", "wikitext"),
-    "triviaqa": _spec("triviaqa/default.yaml", "validation", "triviaqa", num_fewshot=0),
+    "wikitext": _spec(
+        "wikitext/wikitext.yaml",
+        "test",
+        "wikitext",
+        metrics=("word_perplexity", "byte_perplexity", "bits_per_byte"),
+    ),
+    "triviaqa": _spec(
+        "triviaqa/default.yaml", "validation", "triviaqa", num_fewshot=0, metrics=("exact_match",)
+    ),
     **{
-        f"triviaqa_{k}shot": TaskSpec("triviaqa/default.yaml", ("validation", "train"), "triviaqa", k)
+        f"triviaqa_{k}shot": TaskSpec(
+            "triviaqa/default.yaml", ("validation", "train"), "triviaqa", k, metrics=("exact_match",)
+        )
         for k in (1, 5, 64)
     },
-    "race_high": _spec("race/race.yaml", "test", "race_high", overrides={"dataset_name": "high"}),
-    "race_middle": _spec("race/race.yaml", "test", "race_middle", overrides={"dataset_name": "middle"}),
+    "race_high": _spec(
+        "race/race.yaml", "test", "race_high", overrides={"dataset_name": "high"}, hub_train=False
+    ),
+    "race_middle": _spec(
+        "race/race.yaml", "test", "race_middle", overrides={"dataset_name": "middle"}, hub_train=False
+    ),
 }
 
 # The paper's zero-shot columns, in its table order.
@@ -86,6 +106,27 @@ class MissingTaskData(FileNotFoundError):
             f"machine with internet, or drop the task from eval.tasks, or set eval.data_dir=null to use the hub."
         )
         self.task, self.path = task, path
+
+
+def task_shots(task: str, num_fewshot: int) -> int:
+    """The shots a task is scored with: its fixed count, else `eval.num_fewshot`."""
+    spec = TASKS[task]
+    return spec.num_fewshot if spec.num_fewshot is not None else num_fewshot
+
+
+def fewshot_violation(task: str, data_dir: str | Path | None, num_fewshot: int) -> str | None:
+    """Why `task` cannot be scored with its shots without drawing them from the scored split, or None."""
+    shots, spec = task_shots(task, num_fewshot), TASKS[task]
+    has_train = "train" in spec.splits if data_dir is not None else spec.hub_train
+    if shots == 0 or has_train:
+        return None
+    source = (
+        f"no {data_dir}/{spec.folder}/train.jsonl is read" if data_dir is not None else "no hub train split"
+    )
+    return (
+        f"task {task!r}: {shots}-shot examples would be drawn from its scored split {spec.splits[0]!r} "
+        f"({source}); set eval.num_fewshot=0 for it or use a task with a train split"
+    )
 
 
 def lm_eval_tasks_dir() -> Path:
@@ -124,8 +165,9 @@ def missing_task_data(tasks: list[str], data_dir: str | Path | None) -> list[str
 
 def task_yaml(task: str, data_dir: str | Path | None, num_fewshot: int) -> dict[str, Any]:
     """The YAML dict of one task: lm-eval's definition included, data source and shots overridden."""
-    spec = TASKS[task]
-    shots = spec.num_fewshot if spec.num_fewshot is not None else num_fewshot
+    spec, shots = TASKS[task], task_shots(task, num_fewshot)
+    if (problem := fewshot_violation(task, data_dir, num_fewshot)) is not None:
+        raise ValueError(problem)
     doc: dict[str, Any] = {
         "include": str(lm_eval_tasks_dir() / spec.lm_eval_yaml),
         "task": task,

@@ -20,10 +20,18 @@ from ablations.eval.tasks import MissingTaskData
 from ablations.model.architecture import MobileLLM
 
 
+def raw_text_from_pages(pages: list[str]) -> str:
+    """`wiki.test.raw` back from its document-level pages: the builder split the file at top-level headings,
+    dropping the file's leading blank line (" \\n") and the newline before each heading."""
+    return " \n" + "\n".join(pages)
+
+
 def lines_from_pages(pages: list[str]) -> list[str]:
-    """The line rows of HF `wikitext-2-raw-v1` rebuilt from its document-level pages (blank line → "")."""
-    raw = "".join(pages)
-    return [line + "\n" if line.strip() else "" for line in raw.split("\n")[:-1]]
+    """The line rows of HF `wikitext-2-raw-v1` rebuilt from its document-level pages: each raw line with
+    its "\\n", a blank line (" ") as ""."""
+    pieces = raw_text_from_pages(pages).split("\n")
+    rows = [piece + "\n" for piece in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
+    return [row if row.strip() else "" for row in rows]
 
 
 def wikitext2_test_lines(data_dir: str | Path | None) -> list[str]:

@@ -172,7 +172,7 @@ def evaluate(job: JobConfig, trained: TrainResult, run_dir: Path) -> dict[str, A
     """lm-eval scores of the trained model (the record's `eval` section); None when no task is configured."""
     if not job.eval.tasks:
         return None
-    return run_evaluation(trained.model.eval(), trained.tokenizer, job.eval, run_dir)
+    return run_evaluation(trained.model.eval(), trained.tokenizer, job.eval, run_dir, job.trainer.accelerator)
 
 
 def record(run_dir: Path, values: dict[str, Any]) -> None:

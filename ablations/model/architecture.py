@@ -41,14 +41,15 @@ class Norm(nn.Module):
 
 
 def rope_tables(head_dim: int, theta: float, positions: Tensor) -> tuple[Tensor, Tensor]:
-    """cos and sin, shape [T, head_dim], fp32, in the half-split (rotate_half) layout LLaMA/HF use.
+    """cos and sin, shape [T, head_dim] ([B, T, head_dim] for positions [B, T]), fp32, in the half-split
+    (rotate_half) layout LLaMA/HF use.
 
     Computed per forward rather than stored: a buffer would be cast by `.to(bfloat16)` and lose the
     precision that positions up to 2048 need.
     """
     exponent = torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device).float() / head_dim
     inv_freq = 1.0 / (theta**exponent)
-    freqs = torch.outer(positions.float(), inv_freq)
+    freqs = positions.float().unsqueeze(-1) * inv_freq
     angles = torch.cat((freqs, freqs), dim=-1)
     return angles.cos(), angles.sin()
 
@@ -102,7 +103,15 @@ class Attention(nn.Module):
         self.qkv_proj = nn.Linear(cfg.dim, sum(self.split), bias=False)
         self.o_proj = nn.Linear(cfg.q_dim, cfg.dim, bias=False)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None, slot: int) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        cache: KVCache | None,
+        slot: int,
+        mask: Tensor | None = None,
+    ) -> Tensor:
         batch, seq, _ = x.shape
         q, k, v = self.qkv_proj(x).split(self.split, dim=-1)
         q = q.view(batch, seq, self.n_heads, self.head_dim).transpose(1, 2)
@@ -113,15 +122,14 @@ class Attention(nn.Module):
         if cache is not None:
             past = cache.length
             k, v = cache.append(slot, k, v)
-        mask = None
-        if past and seq > 1:  # a chunk after cached tokens: causal mask aligned to the bottom-right
+        if mask is None and past and seq > 1:  # a chunk after cached tokens: causal, bottom-right aligned
             mask = torch.ones(seq, past + seq, dtype=torch.bool, device=x.device).tril(diagonal=past)
         y = F.scaled_dot_product_attention(
             q,
             k,
             v,
             attn_mask=mask,
-            is_causal=past == 0 and seq > 1,
+            is_causal=mask is None and seq > 1,
             enable_gqa=self.n_kv_heads != self.n_heads,
         )
         return self.o_proj(y.transpose(1, 2).reshape(batch, seq, -1))
@@ -157,9 +165,15 @@ class Block(nn.Module):
         self.ffn = FeedForward(cfg)
 
     def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None = None, slot: int = 0
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        cache: KVCache | None = None,
+        slot: int = 0,
+        mask: Tensor | None = None,
     ) -> Tensor:
-        h = x + self.attn(self.attn_norm(x), cos, sin, cache, slot)
+        h = x + self.attn(self.attn_norm(x), cos, sin, cache, slot, mask)
         return h + self.ffn(self.ffn_norm(h))
 
 
@@ -201,23 +215,34 @@ class MobileLLM(nn.Module):
         hidden = self.hidden_states(tokens, cache)
         return F.linear(hidden, self.output_weight) if project else hidden
 
-    def hidden_states(self, tokens: Tensor, cache: KVCache | None = None) -> Tensor:
+    def hidden_states(
+        self,
+        tokens: Tensor,
+        cache: KVCache | None = None,
+        positions: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
         """The final-normed hidden states [B, T, dim]: the forward pass before the vocabulary projection
-        (scorers project only the positions they need)."""
+        (scorers project only the positions they need). Packed sequences (several continuations of one
+        context in a row) give each token's `positions` [B, T] and the boolean attention `mask`
+        [B, 1, T, T] (True = may attend) instead of the causal default; no cache then."""
         start = 0 if cache is None else cache.length
         if cache is not None and start + tokens.shape[1] > cache.capacity:
             raise ValueError(
                 f"KV cache holds {cache.capacity} tokens; {start} cached + {tokens.shape[1]} new exceed it"
             )
-        positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
+        if positions is None:
+            positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
         cos, sin = rope_tables(self.config.head_dim, self.config.rope_theta, positions)
+        if positions.dim() == 2:  # per row: broadcast over the heads of [B, H, T, head_dim]
+            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         x = self.embed_tokens(tokens)
         recompute = cache is None and torch.is_grad_enabled()
         for slot, index in enumerate(self.block_schedule):
             if recompute and self.checkpointed[slot]:
-                x = checkpoint(self.blocks[index], x, cos, sin, use_reentrant=False)
+                x = checkpoint(self.blocks[index], x, cos, sin, None, slot, mask, use_reentrant=False)
             else:
-                x = self.blocks[index](x, cos, sin, cache, slot)
+                x = self.blocks[index](x, cos, sin, cache, slot, mask)
         if cache is not None:
             cache.length += tokens.shape[1]
         return self.norm(x)

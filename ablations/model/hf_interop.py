@@ -4,8 +4,12 @@
   as is. A layer-shared model is exported as its materialised block sequence (one HF layer per block
   application, weights copied); config.json then records the schedule under "ablations".
 - `import_llama(src_dir)` builds our model from any LLaMA-architecture checkpoint (tied or untied
-  embeddings, any rope theta, any vocab, sharded or single safetensors); a directory we exported with
-  sharing is folded back into its stored blocks.
+  embeddings, any rope theta, any vocab, sharded or single safetensors, or a tensors-only
+  `pytorch_model.bin`); a directory we exported with
+  sharing is folded back into its stored blocks. The released MobileLLM checkpoints (facebook/MobileLLM-*)
+  add two flags to config.json: `share_embedding` (logits from the input embedding, no `lm_head` stored,
+  while `tie_word_embeddings` says false) and `layer_sharing` (every stored layer applied twice in a row:
+  our `immediate` scheme with 2 repeats).
 """
 
 from __future__ import annotations
@@ -162,6 +166,7 @@ def model_config_from_llama(config: dict[str, Any]) -> ModelConfig:
     if problems:
         raise ConversionError("cannot import this LLaMA checkpoint: " + "; ".join(problems))
     n_heads = config["num_attention_heads"]
+    layer_sharing = bool(config.get("layer_sharing", False))
     return ModelConfig(
         dim=config["hidden_size"],
         n_layers=config["num_hidden_layers"],
@@ -171,7 +176,10 @@ def model_config_from_llama(config: dict[str, Any]) -> ModelConfig:
         vocab_size=config["vocab_size"],
         ffn_type=ffn_of_act[hidden_act],
         ffn_hidden=config["intermediate_size"],
-        share_embeddings=bool(config.get("tie_word_embeddings", True)),
+        # transformers' default is untied; MobileLLM's own flag ties whatever tie_word_embeddings says
+        share_embeddings=bool(config.get("share_embedding") or config.get("tie_word_embeddings", False)),
+        sharing_scheme="immediate" if layer_sharing else "none",
+        sharing_repeats=2 if layer_sharing else 1,
         norm_eps=config.get("rms_norm_eps", 1e-6),
         rope_theta=float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
         max_seq_len=config.get("max_position_embeddings", 2048),
@@ -188,9 +196,13 @@ def _load_safetensors(src: Path) -> dict[str, torch.Tensor]:
             tensors.update(read_safetensors(src / shard))
         return tensors
     single = src / "model.safetensors"
-    if not single.is_file():
-        raise ConversionError(f"no model.safetensors or model.safetensors.index.json in {src}")
-    return read_safetensors(single)
+    if single.is_file():
+        return read_safetensors(single)
+    pickled = src / "pytorch_model.bin"  # the released MobileLLM checkpoints (save_safetensors False)
+    if pickled.is_file():
+        # tensors only: weights_only refuses any pickled object that would run code
+        return torch.load(str(pickled), map_location="cpu", weights_only=True, mmap=True)
+    raise ConversionError(f"no model.safetensors, model.safetensors.index.json or pytorch_model.bin in {src}")
 
 
 def import_llama(src_dir: str | Path) -> MobileLLM:
@@ -207,13 +219,18 @@ def import_llama(src_dir: str | Path) -> MobileLLM:
         schedule = config["ablations"]["block_schedule"]
     else:
         cfg = model_config_from_llama(config)
-        schedule = list(range(cfg.n_layers))
+        schedule = list(range(cfg.n_layers))  # the stored layers (a `layer_sharing` model applies each twice)
     state: dict[str, torch.Tensor] = {
         "embed_tokens.weight": tensors["model.embed_tokens.weight"],
         "norm.weight": tensors["model.norm.weight"],
     }
     if not cfg.share_embeddings:
-        state["lm_head.weight"] = tensors.get("lm_head.weight", tensors["model.embed_tokens.weight"])
+        if "lm_head.weight" not in tensors:
+            raise ConversionError(
+                f"{config_path}: the embeddings are untied (tie_word_embeddings is false or absent, no "
+                "share_embedding) but the checkpoint has no lm_head.weight"
+            )
+        state["lm_head.weight"] = tensors["lm_head.weight"]
     for layer, block in enumerate(schedule):
         for ours, theirs in BLOCK_NAMES.items():
             value = torch.cat([tensors[f"model.layers.{layer}.{name}"] for name in theirs])
