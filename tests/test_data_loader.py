@@ -140,9 +140,11 @@ def test_validation_is_one_ordered_pass_split_by_rank() -> None:
     assert not set(rows[0]) & set(rows[1]) and len(rows[0]) == len(rows[1]) == len(idx) // 2
 
 
-def test_lightning_checkpoint_resumes_with_the_next_batch(tmp_path) -> None:
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_lightning_checkpoint_resumes_with_the_next_batch(tmp_path, num_workers: int) -> None:
     """A real Trainer: fit 6 steps with a checkpoint at step 3, resume from it; the batches after the resume
-    equal those of the uninterrupted run (Lightning prefetches a batch, which must not be counted)."""
+    equal those of the uninterrupted run (Lightning prefetches a batch, which must not be counted), also with
+    DataLoader workers (persistent, prefetching ahead)."""
     import lightning as L
 
     from ablations.data.config import DataConfig, TokenizerConfig
@@ -165,7 +167,10 @@ def test_lightning_checkpoint_resumes_with_the_next_batch(tmp_path) -> None:
     tok = TokenizerConfig(vocab_size=400, cache_dir=str(tmp_path))
 
     def fit(max_steps: int, ckpt_path: str | None = None) -> tuple[Recorder, TokenDataModule]:
-        module, dm = Recorder(), TokenDataModule(data, tok, seq_len=32, micro_batch_size=2, seed=11)
+        module, dm = (
+            Recorder(),
+            TokenDataModule(data, tok, seq_len=32, micro_batch_size=2, seed=11, num_workers=num_workers),
+        )
         trainer = L.Trainer(
             max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False,
             enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path,
@@ -175,6 +180,7 @@ def test_lightning_checkpoint_resumes_with_the_next_batch(tmp_path) -> None:
         return module, dm
 
     full, full_dm = fit(6)
+    assert full_dm.train_dataloader().persistent_workers == (num_workers > 0)
     assert full_dm.tokens_seen == 6 * 2 * 32 and full_dm.manifest["tokens"] > 0
     ckpt = next((tmp_path / "ckpt").glob("*step=3.ckpt"))
     assert torch.load(ckpt, weights_only=False)["TokenDataModule"]["train"]["samples"] == 3 * 2

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
 from ablations.job.config import compose_config, job_config
+from ablations.job.stages import plan, run_job
 from ablations.model.architecture import MobileLLM
 from ablations.records.errors import ConfigError
 from ablations.train.config import TrainConfig
@@ -53,8 +55,6 @@ def test_a_global_batch_the_gpus_cannot_divide_is_refused() -> None:
 
 
 def test_scale_paper_plans_the_papers_run_on_its_cluster() -> None:
-    from ablations.job.stages import plan
-
     job = job_config(compose_config(["scale=paper", "model=mobilellm_125m"]))
     job_plan = plan(job)
     assert (job.trainer.num_nodes, job.trainer.devices) == (4, 8) and job_plan.world_size == 32
@@ -115,9 +115,9 @@ def test_mfu_by_hand_and_device_peaks() -> None:
     assert mfu(1.0, 1, 1, None) is None
 
 
-def test_plan_only_prints_the_plan_and_builds_nothing(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
-    from ablations.job.stages import run_job
-
+def test_plan_only_prints_the_plan_and_builds_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = compose_config(["scale=paper", "model=mobilellm_125m", "trainer=gpu", "plan_only=true"])
     record = run_job(cfg, tmp_path / "run", name="plan")
     printed = capsys.readouterr().out

@@ -334,9 +334,10 @@ def finish_wandb() -> None:
 def launch_problems(job: JobConfig, multirun: bool) -> list[str]:
     """Launches known to go wrong, refused before anything starts."""
     many = job.trainer.devices == -1 or job.trainer.devices > 1
-    if multirun and job.trainer.strategy == "ddp" and many and "SLURM_JOB_ID" not in os.environ:
+    reexecuted = job.trainer.strategy in ("ddp", "fsdp")
+    if multirun and reexecuted and many and "SLURM_JOB_ID" not in os.environ:
         return [
-            "trainer.strategy=ddp re-executes the command line for ranks >= 1, so under a local multirun each "
-            "rank would start its own sweep: use trainer=ddp_spawn, or hydra/launcher=slurm"
+            f"trainer.strategy={job.trainer.strategy} re-executes the command line for ranks >= 1, so under a "
+            "local multirun each rank would start its own sweep: use trainer=ddp_spawn, or hydra/launcher=slurm"
         ]
     return []
