@@ -70,3 +70,50 @@ def test_a_sweep_through_the_slurm_launcher_records_every_variant(
     }
     assert all(r["status"] == "complete" for r in records.values())
     assert all(Path(r["run_dir"]).resolve().parent == sweep_dir.resolve() for r in records.values())
+
+
+def train_command(run_dir: Path, steps: int) -> list[str]:
+    return [
+        sys.executable, "run.py", f"hydra.run.dir={run_dir}", "train.micro_batch_size=4", "train.seq_len=32",
+        f"train.tokens={steps * 4 * 32}", "train.log_every_n_steps=1", "train.val_every_n_steps=0",
+        "train.ckpt_every_n_steps=1000", "trainer.enable_progress_bar=false", "data.progress=false",
+        "logger=none", "eval=none",
+    ]  # fmt: skip
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    """Loss by step (a resumed run may repeat the rows after its checkpoint's step: the last one counts)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+
+
+def test_a_requeued_job_resumes_in_its_run_dir_and_ends_as_an_uninterrupted_one(
+    cluster: slurm_cluster.Cluster, tmp_path: Path
+) -> None:
+    import shlex
+    import subprocess
+    import time
+
+    steps = 40
+    reference = subprocess.Popen(train_command(tmp_path / "reference", steps), cwd=REPO, env=cluster.env)
+    run_dir = tmp_path / "preempted"
+    wrap = f"cd {REPO} && exec {shlex.join(train_command(run_dir, steps))}"
+    job = cluster.sbatch("--requeue", "--open-mode=append", f"--output={tmp_path}/job.out", f"--wrap={wrap}")
+    metrics, deadline = run_dir / "metrics.jsonl", time.time() + 240
+    while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 5):
+        time.sleep(0.2)
+    cluster.run("scontrol", "requeue", job)
+    cluster.wait_gone(job, timeout=300)
+    assert reference.wait(timeout=300) == 0
+    out = (tmp_path / "job.out").read_text()
+    assert "stopping after step" in out, out[-3000:]  # it was pre-empted mid-run and checkpointed
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["status"] == "complete" and record["train"]["steps"] == steps, out[-3000:]
+    assert record["run_dir"] == str(run_dir)
+    reference_losses = losses(tmp_path / "reference")
+    assert sorted(reference_losses) == list(range(steps))
+    assert losses(run_dir) == reference_losses
+    assert (
+        record["train"]["final_loss"]
+        == json.loads((tmp_path / "reference" / "result.json").read_text())["train"]["final_loss"]
+    )
