@@ -158,11 +158,13 @@ def test_auto_micro_batch_is_resolved_by_the_plan_stage() -> None:
     ]
     job = job_config(compose_config([*overrides, "train.device=a100_40gb"]))
     job_plan = plan(job)
-    expected = largest_micro_batch(
+    fits = largest_micro_batch(
         job.model, 2048, DEVICES["a100_40gb"], 1, "auto", "bf16-mixed", "none", 2, 4096
     )
-    assert job_plan.micro_batch_size == expected > 1
-    assert job_plan.train.global_batch_sequences == expected * job.train.grad_accum_steps
+    # the paper's global batch of 1024 is kept: the largest micro-batch that fits and divides it
+    expected = max(d for d in range(1, fits + 1) if 1024 % d == 0)
+    assert job_plan.micro_batch_size == expected > 1 and fits >= expected
+    assert job_plan.train.global_batch_sequences == 1024 == expected * job_plan.train.grad_accum_steps
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match=r"train\.device"):
             plan(job_config(compose_config(overrides)))

@@ -163,3 +163,21 @@ def test_epochs_are_counted_against_the_train_windows() -> None:
     assert check_epochs(384, 64, manifest, DataConfig(max_epochs=2.5)) == 2.0
     with pytest.raises(ConfigError, match=r"2\.00 epochs of 192 train tokens .* above data\.max_epochs=1\.5"):
         check_epochs(384, 64, manifest, DataConfig(max_epochs=1.5))
+
+
+def test_in_range_corruption_of_pretokenized_shards_is_detected(tok, corpus: Path, tmp_path: Path) -> None:
+    """data=pretokenized verifies hashes (once, then by stamp): a silently altered shard never trains."""
+    from ablations.data.config import DataConfig
+    from ablations.job.config import compose_config, job_config
+
+    assert job_config(compose_config(["data=pretokenized", "data.shards_dir=x"])).data.verify_hashes
+    tok_cfg, tokenizer = tok
+    out = prepare_shards(data_cfg(tmp_path, corpus), tok_cfg, tokenizer)
+    manifest = read_manifest(out, verify_hashes=True)
+    shard = manifest["splits"]["train"]["shards"][0]
+    tokens = np.fromfile(out / shard["file"], dtype=manifest["dtype"])
+    tokens[5] = (int(tokens[5]) + 1) % manifest["tokenizer"]["vocab_size"]  # a valid id, the wrong one
+    tokens.tofile(out / shard["file"])
+    pretokenized = DataConfig(source="pretokenized", shards_dir=str(out), progress=False)
+    with pytest.raises(DataError, match=f"{shard['file']}: blake2b differs"):
+        prepare_shards(pretokenized, tok_cfg, tokenizer)

@@ -203,7 +203,11 @@ def test_postgres_storage_holds_the_study(tmp_path: Path, postgres_url: str) -> 
 
 def test_the_storage_password_reaches_no_file_and_no_log(tmp_path: Path, postgres_url: str) -> None:
     url = postgres_url.replace("://optuna@", "://optuna:hunter2secret@")  # trust auth: the password is unused
-    result = search(tmp_path, url, "hydra.sweeper.n_trials=1")
+    os.environ["ABLATIONS_OPTUNA_STORAGE"] = url  # the documented place for a URL with a password
+    try:
+        result = search(tmp_path, None, "hydra.sweeper.n_trials=1")
+    finally:
+        del os.environ["ABLATIONS_OPTUNA_STORAGE"]
     assert result.returncode == 0, result.stderr[-3000:]
     assert "hunter2secret" not in result.stdout + result.stderr
     written = [p for p in (tmp_path / "search").rglob("*") if p.is_file()]

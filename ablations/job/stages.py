@@ -198,7 +198,8 @@ def run_job(
     a failure stops anything (a multirun records it and goes on).
     """
     run_dir = Path(run_dir)
-    with run_dir_lock(run_dir) if rank_zero_only.rank == 0 else nullcontext():
+    dry_run = bool(cfg.get("plan_only"))  # builds and writes nothing, so it needs no lock (nor a run dir)
+    with run_dir_lock(run_dir) if rank_zero_only.rank == 0 and not dry_run else nullcontext():
         return run_locked_job(cfg, run_dir, {"name": name, "sweep": sweep, "axes": axes or {}}, multirun)
 
 

@@ -23,10 +23,12 @@ def device_memory(train: TrainConfig) -> float:
 
 
 def micro_batch_size(train: TrainConfig, trainer: TrainerConfig, model: ModelConfig, world_size: int) -> int:
-    """`train.micro_batch_size`, with `auto` resolved from the memory plan of this job's device and layout."""
+    """`train.micro_batch_size`, with `auto` resolved from the memory plan of this job's device and layout:
+    the largest that fits, and, when `global_batch_size` fixes the global batch, that divides each rank's
+    share of it (so accumulation is a whole number of micro-batches)."""
     if train.micro_batch_size != "auto":
         return int(train.micro_batch_size)
-    return largest_micro_batch(
+    fits = largest_micro_batch(
         model,
         train.seq_len or model.max_seq_len,
         device_memory(train),
@@ -37,3 +39,7 @@ def micro_batch_size(train: TrainConfig, trainer: TrainerConfig, model: ModelCon
         train.activation_checkpointing_every,
         train.loss_chunk_tokens,
     )
+    if train.global_batch_size is None or train.global_batch_size % world_size:
+        return fits  # a global batch the GPUs cannot share is refused by the plan, naming both numbers
+    per_rank = train.global_batch_size // world_size
+    return max(d for d in range(1, max(1, min(fits, per_rank)) + 1) if per_rank % d == 0)

@@ -16,8 +16,10 @@ class AblationsOptunaSweeperConf:
     study_name: str = "search"
     """The study's name in the storage: a re-run with the same name resumes it."""
     storage: Any = None
-    """Optuna RDB URL: null → sqlite:///<hydra.sweep.dir>/optuna.db; `postgresql+psycopg2://...` for many nodes.
-    Jobs get it through the ABLATIONS_OPTUNA_STORAGE environment variable; everything written masks its password."""
+    """Optuna RDB URL: null → $ABLATIONS_OPTUNA_STORAGE, else sqlite:///<hydra.sweep.dir>/optuna.db;
+    `postgresql+psycopg2://...` for many nodes. A URL with a password belongs in that environment variable
+    (Hydra writes command-line values into every job's .hydra/ dumps); jobs get the URL through it, and
+    everything the platform writes masks the password."""
     heartbeat_interval: int = 60
     """Seconds between a running trial's heartbeats (recorded by its job)."""
     grace_period: int = 180

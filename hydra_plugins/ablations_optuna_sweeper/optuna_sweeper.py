@@ -127,8 +127,13 @@ class AblationsOptunaSweeper(Sweeper):
         self.sweep_dir = Path(config.hydra.sweep.dir)
 
     def storage_url(self) -> str:
+        """`hydra.sweeper.storage`, else the ABLATIONS_OPTUNA_STORAGE environment variable (the place for a
+        URL with a password: a command-line value is written by Hydra into each job's .hydra/ dumps), else a
+        SQLite file in the sweep dir."""
         if self.conf.storage:
             return str(self.conf.storage)
+        if os.environ.get(STORAGE_ENV):
+            return os.environ[STORAGE_ENV]
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{self.sweep_dir.resolve() / 'optuna.db'}"
 
