@@ -183,7 +183,7 @@ def test_lightning_checkpoint_resumes_with_the_next_batch(tmp_path, num_workers:
     assert full_dm.train_dataloader().persistent_workers == (num_workers > 0)
     assert full_dm.tokens_seen == 6 * 2 * 32 and full_dm.manifest["tokens"] > 0
     ckpt = next((tmp_path / "ckpt").glob("*step=3.ckpt"))
-    assert torch.load(ckpt, weights_only=False)["TokenDataModule"]["train"]["samples"] == 3 * 2
+    assert torch.load(ckpt, weights_only=True)["TokenDataModule"]["train"]["samples"] == 3 * 2
     resumed, resumed_dm = fit(6, str(ckpt))
     assert len(resumed.batches) == 3
     for expected, got in zip(full.batches[3:], resumed.batches, strict=True):

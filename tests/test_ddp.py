@@ -36,19 +36,22 @@ def test_two_ranks_see_disjoint_data_and_average_their_gradients(tmp_path: Path)
     assert record["status"] == "complete" and read_result(tmp_path / "run")["status"] == "complete"
     assert record["tokens_seen"] == 3 * 2 * 4 * 32 and record["train"]["plan"]["global_batch_sequences"] == 8
 
-    batches = {rank: [torch.load(probe / f"rank{rank}_batch{i}.pt") for i in range(3)] for rank in (0, 1)}
+    batches = {
+        rank: [torch.load(probe / f"rank{rank}_batch{i}.pt", weights_only=True) for i in range(3)]
+        for rank in (0, 1)
+    }
     windows = {rank: {tuple(w.tolist()) for b in batches[rank] for w in b} for rank in (0, 1)}
     assert len(windows[0]) == len(windows[1]) == 12 and not windows[0] & windows[1]  # disjoint data
 
     # the first step's gradient on both ranks = the mean of the two ranks' own-batch gradients
     model = MobileLLM(ModelConfig.from_dict(record["config"]["model"]))
-    model.load_state_dict(torch.load(probe / "initial.pt"))
+    model.load_state_dict(torch.load(probe / "initial.pt", weights_only=True))
     local = []
     for rank in (0, 1):
         model.zero_grad()
         lm_loss(model, batches[rank][0]).backward()
         local.append({n: p.grad.clone() for n, p in model.named_parameters()})
     for rank in (0, 1):
-        averaged = torch.load(probe / f"rank{rank}_grads.pt")
+        averaged = torch.load(probe / f"rank{rank}_grads.pt", weights_only=True)
         for name, grad in averaged.items():
             torch.testing.assert_close(grad, (local[0][name] + local[1][name]) / 2, rtol=1e-4, atol=1e-6)

@@ -114,7 +114,7 @@ def test_diverging_loss_stops_the_job_and_keeps_the_last_good_checkpoint(tmp_pat
     assert record["status"] == "diverged" and "diverged" in record["error"]
     kept = sorted((tmp_path / "checkpoints").glob("step-*.ckpt"))
     assert kept, "the last good checkpoint is kept"
-    state = torch.load(kept[-1], map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(kept[-1], map_location="cpu", weights_only=True)["state_dict"]
     assert all(torch.isfinite(t).all() for t in state.values())
 
 

@@ -10,14 +10,13 @@ truncates.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from ablations.records.atomic import temp_sibling
+from ablations.records.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 SHARDED_MARKERS = (".metadata", "meta.pt")  # a torch.distributed.checkpoint directory (FSDP2)
@@ -30,26 +29,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path):  # object stores: Lightning's fsspec path (no rename there)
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_sibling(path)
-        try:
-            with tmp.open("wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(path.parent)  # the rename itself survives a crash of the node
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
 def is_loadable(path: Path) -> bool:
