@@ -19,6 +19,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
 from ablations.data.shards import prepare_shards
+from ablations.eval.evaluation import evaluate_checkpoint
 from ablations.job.config import compose_config, job_config
 from ablations.job.stages import plan, prepare_data, run_job
 from ablations.model.architecture import MobileLLM
@@ -27,6 +28,7 @@ from ablations.records.metrics import read_metrics
 from ablations.records.result import read_result
 from ablations.train.optim import clip_grad_norm, param_groups
 from tests.conftest import REPO, small_config
+from tests.eval_fixtures import BENCHMARKS
 
 STEPS = 4
 CLIP = 0.05  # far below the tiny model's gradient norm (~2): clipping acts at every step
@@ -47,6 +49,8 @@ RUN = [
     "logger=none",
     "eval=none",
 ]
+# odd: the two ranks get unequal shares of the docs
+EVAL = ["eval=smoke", "eval.tasks=[piqa,arc_easy]", "eval.limit=3", f"eval.data_dir={BENCHMARKS}"]
 
 
 def run_fsdp(run_dir: Path, *overrides: str) -> None:
@@ -78,7 +82,7 @@ def shared_shards() -> list[str]:
 def test_fsdp_trains_like_ddp_and_resumes_from_a_distributed_checkpoint(tmp_path: Path) -> None:
     fsdp, ddp, resumed = tmp_path / "fsdp", tmp_path / "ddp", tmp_path / "resumed"
     data = shared_shards()
-    run_fsdp(fsdp, *data)
+    run_fsdp(fsdp, *data, *(EVAL if BENCHMARKS.is_dir() else []))
     run_job(compose_config(["trainer=ddp_cpu", *RUN, *data]), ddp, name="ddp")
 
     # same seed, same data, same updates: the sharded run's losses are the replicated run's
@@ -99,6 +103,10 @@ def test_fsdp_trains_like_ddp_and_resumes_from_a_distributed_checkpoint(tmp_path
     assert record["tokens_seen"] == STEPS * 2 * 4 * 32
     exported = load_model_dir(fsdp / "model")
     assert sum(p.numel() for p in exported.parameters()) == record["params"]["total"]
+    if BENCHMARKS.is_dir():  # both training ranks scored a share of the docs: the scores of one process
+        alone = evaluate_checkpoint(fsdp / "model", job_config(compose_config(EVAL)).eval, tmp_path / "alone")
+        assert record["eval"]["world_size"] == 2 and alone["eval"]["world_size"] == 1
+        assert record["eval"]["tasks"] == alone["eval"]["tasks"]
 
     # a job killed after step 2 leaves that checkpoint as its last.ckpt; ckpt_path=auto resumes from it
     (resumed / "checkpoints").mkdir(parents=True)

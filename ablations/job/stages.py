@@ -3,7 +3,8 @@
 Every rule is checked before data or a model is built; the result record is written at the start
 (`running`) and rewritten atomically at the end (`complete`, `failed`, `diverged`, `interrupted` or
 `pruned`), so a crash never loses a result already written and a sweep can tell finished variants from
-the rest. Under DDP every rank runs the stages; only the global-zero rank evaluates and records.
+the rest. Under DDP/FSDP every rank runs the stages and evaluates a share of the docs; only the
+global-zero rank gathers the scores and records.
 """
 
 from __future__ import annotations
@@ -169,10 +170,19 @@ def train(
 
 
 def evaluate(job: JobConfig, trained: TrainResult, run_dir: Path) -> dict[str, Any] | None:
-    """lm-eval scores of the trained model (the record's `eval` section); None when no task is configured."""
+    """lm-eval scores of the trained model (the record's `eval` section; None when no task is configured,
+    and on ranks other than 0). Every rank of the training job scores a share of the docs on its own
+    device; rank 0 gathers them (one process alone after `ddp_spawn`, whose ranks have exited)."""
     if not job.eval.tasks:
         return None
-    return run_evaluation(trained.model.eval(), trained.tokenizer, job.eval, run_dir, job.trainer.accelerator)
+    return run_evaluation(
+        trained.model.eval(),
+        trained.tokenizer,
+        job.eval,
+        run_dir,
+        job.trainer.accelerator,
+        data_parallel=True,
+    )
 
 
 def record(run_dir: Path, values: dict[str, Any]) -> None:
@@ -237,7 +247,7 @@ def run_stages(job: JobConfig, run_dir: Path, identity: dict[str, Any]) -> dict[
         trained = train(job, job_plan, datamodule, module, run_dir, identity)
         if trained.is_global_zero:
             values.update(trained_fields(trained, job_plan))
-            values["eval"] = evaluate(job, trained, run_dir)
+        values["eval"] = evaluate(job, trained, run_dir)  # every rank scores a share; rank 0 gathers
         values["status"] = "complete"
     except BaseException as error:
         values["status"] = status_of(error)

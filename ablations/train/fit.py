@@ -28,7 +28,8 @@ DIST_CKPT_META = "meta.pt"  # Lightning's name for the non-tensor part of a dist
 
 @dataclass
 class TrainResult:
-    """What a training run produced. Only the global-zero rank holds the summary numbers and the export."""
+    """What a training run produced. Every rank holds the whole model; only the global-zero rank holds the
+    summary numbers and the export."""
 
     is_global_zero: bool
     model: MobileLLM
@@ -81,17 +82,16 @@ def last_checkpoint_counters(run_dir: Path) -> dict[str, int]:
     return {"steps": steps, "tokens_seen": tokens_seen}
 
 
-def full_model(module: LitMobileLLM) -> MobileLLM | None:
-    """The trained model with whole weights: the module's own, or, when FSDP2 sharded it, a plain copy
-    gathered to the CPU of the global-zero rank (a collective: every rank calls it; the others get None)."""
+def full_model(module: LitMobileLLM) -> MobileLLM:
+    """The trained model with whole weights on every rank (each rank evaluates a share of the docs): the
+    module's own, or, when FSDP2 sharded it, a plain copy all-gathered from the shards onto this rank's
+    device (a collective: every rank calls it)."""
     if not getattr(module.model, "_fsdp_sharded", False):
         return module.model
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    state = get_model_state_dict(module.model, options=options)
-    if not module.trainer.is_global_zero:
-        return None
-    model = MobileLLM(module.model.config)
-    model.load_state_dict(state)
+    state = get_model_state_dict(module.model, options=StateDictOptions(full_state_dict=True))
+    with torch.device("meta"):
+        model = MobileLLM(module.model.config)
+    model.load_state_dict(state, strict=True, assign=True)
     return model
 
 
@@ -126,7 +126,7 @@ def fit(
     model = full_model(module)
     result = TrainResult(
         is_global_zero=trainer.is_global_zero,
-        model=model,  # type: ignore[arg-type]  # None only off the global-zero rank, which never reads it
+        model=model,
         tokenizer=datamodule.tokenizer,
         manifest=datamodule.manifest,
         steps=0,
