@@ -22,11 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ablations.eval.config import BESIDE_REPO_BENCHMARKS
 from ablations.eval.tasks import PAPER_ZERO_SHOT
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write_models(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
