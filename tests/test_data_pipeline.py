@@ -168,6 +168,23 @@ def test_embedded_corpus_shards_record_interpreter_and_hash(tokenizer, cache: Pa
     assert manifest["tokens"] == sum(s["tokens"] for s in manifest["splits"].values())
 
 
+def test_the_embedded_corpus_is_the_same_in_every_process() -> None:
+    """A fresh interpreter reads the (default-sized) corpus this pytest process (which replaced sys.unraisablehook) reads:
+    same text, so every process of a job finds the same shard key."""
+    import hashlib
+    import subprocess
+    import sys
+
+    from ablations.data.config import DataConfig
+
+    DEFAULT_BYTES = DataConfig().embedded_max_bytes
+    code = "import hashlib; from ablations.data.corpus import embedded_documents as e; "
+    code += f"print(hashlib.sha256(chr(0).join(e({DEFAULT_BYTES})).encode()).hexdigest())"
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    here = hashlib.sha256(chr(0).join(embedded_documents(DEFAULT_BYTES)).encode()).hexdigest()
+    assert fresh.stdout.strip() == here
+
+
 def test_shards_do_not_depend_on_num_proc(tokenizer, cache: Path, tmp_path: Path) -> None:
     one = prepare_shards(data_cfg(tmp_path / "c1", num_proc=1), tok_cfg(cache), tokenizer)
     two = prepare_shards(data_cfg(tmp_path / "c2", num_proc=2), tok_cfg(cache), tokenizer)

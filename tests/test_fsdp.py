@@ -66,8 +66,7 @@ def logged(run_dir: Path, key: str) -> dict[int, float]:
 
 
 def shared_shards() -> list[str]:
-    """Overrides that make every run read one set of shards written here: the embedded corpus is not
-    byte-identical across interpreter processes, so each run building its own would train on other tokens."""
+    """Overrides that make every run read one set of shards, prepared once here."""
     job = job_config(compose_config(RUN))
     datamodule = prepare_data(job, plan(job))
     shard_dir = prepare_shards(job.data, job.tokenizer, datamodule.tokenizer)

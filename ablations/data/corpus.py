@@ -76,6 +76,8 @@ def _builtin_docstrings() -> list[str]:
         parts = [f"Help on built-in module {name}:\n\n{inspect.getdoc(module) or ''}"]
         for member_name, member in sorted(vars(module).items()):
             # callables and classes only: data attributes (sys.path, …) vary between runs
+            if name == "sys" and member_name.endswith("hook"):  # programs replace hooks (pytest does):
+                member = getattr(sys, f"__{member_name}__", member)  # the original, which sys keeps
             if member_name.startswith("_") or not (inspect.isroutine(member) or inspect.isclass(member)):
                 continue
             doc = inspect.getdoc(member)
