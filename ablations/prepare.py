@@ -10,6 +10,7 @@ parts as a SLURM array (`part=$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`) or 
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from ablations.data.prepare import parse_part, prepare_locked, prepare_part
@@ -20,6 +21,7 @@ from ablations.records.errors import ConfigError, DataError
 
 
 def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     overrides = list(sys.argv[1:] if argv is None else argv)
     part = None
     for item in [o for o in overrides if o.startswith("part=")]:

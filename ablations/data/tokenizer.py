@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from tokenizers import (
     AddedToken,
     Regex,
@@ -36,6 +38,8 @@ from ablations.data.config import DataConfig, TokenizerConfig
 from ablations.data.corpus import corpus_fingerprint, iter_training_text
 from ablations.records.atomic import temp_sibling
 from ablations.records.errors import DataError
+
+log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS: tuple[str, str, str] = ("<unk>", "<s>", "</s>")
 BYTE_TOKENS: tuple[str, ...] = tuple(f"<0x{i:02X}>" for i in range(256))
@@ -116,17 +120,15 @@ def trained_tokenizer(cfg: TokenizerConfig, data: DataConfig) -> Any:
     from transformers import PreTrainedTokenizerFast  # heavy (~2 s): only when a tokenizer is built
 
     out = trained_tokenizer_dir(cfg, data)
-    if not (out / "tokenizer.json").is_file():
-        backend = train_bpe(iter_training_text(data, cfg.train_max_bytes), cfg)
-        tokenizer = wrap_backend(backend, cfg)
-        tmp = temp_sibling(out)
-        tokenizer.save_pretrained(str(tmp))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.replace(tmp, out)  # atomic: a concurrent builder of the same key wins harmlessly
-        except OSError:
-            if not (out / "tokenizer.json").is_file():
-                raise
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # one process trains; the others (array parts, ranks, concurrent jobs) wait for it and load its result
+    with FileLock(out.with_name(f"{out.name}.lock")):
+        if not (out / "tokenizer.json").is_file():
+            log.info("training a %d-token BPE tokenizer on the corpus into %s", cfg.vocab_size, out)
+            backend = train_bpe(iter_training_text(data, cfg.train_max_bytes), cfg)
+            tmp = temp_sibling(out)
+            wrap_backend(backend, cfg).save_pretrained(str(tmp))
+            os.replace(tmp, out)  # atomic: a killed trainer leaves no half-written tokenizer
     return PreTrainedTokenizerFast.from_pretrained(str(out))
 
 
