@@ -66,6 +66,15 @@ class Cluster:
             time.sleep(1)
         raise TimeoutError(f"SLURM job {job_id} still queued after {timeout} s:\n{self.logs()}")
 
+    def exit_codes(self, job_id: str) -> dict[str, str]:
+        """`ExitCode` (`code:signal`) of each task of a finished job, by array index ("" outside an array);
+        slurmctld keeps finished jobs for `MinJobAge` (300 s)."""
+        fields = [
+            dict(item.split("=", 1) for item in line.split() if "=" in item)
+            for line in self.run("scontrol", "show", "job", "-o", job_id).splitlines()
+        ]
+        return {f.get("ArrayTaskId", ""): f["ExitCode"] for f in fields}
+
     def logs(self) -> str:
         return "\n".join(
             f"--- {f.name}\n{f.read_text()[-3000:]}" for f in sorted(self.root.glob("*.log")) if f.is_file()
