@@ -90,3 +90,39 @@ def test_an_unnamed_multirun_directory_is_computed_once() -> None:
         compose_config(["+sweep=layer_sharing", "scale=smoke"]).hydra.sweep.dir
         == "multirun/layer_sharing/smoke"
     )
+
+
+def test_a_signal_before_training_stops_at_the_first_step_and_the_same_command_resumes(
+    tmp_path: Path,
+) -> None:
+    """SIGUSR2 while the job still prepares its data (here: tokenizer and shards built afresh) is noted by the
+    handler run.py installs first thing, not fatal: training stops after its first step, as mid-run."""
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    command = [
+        sys.executable, "run.py", f"hydra.run.dir={run_dir}", f"data.cache_dir={cache}",
+        f"tokenizer.cache_dir={cache}", "data.embedded_max_bytes=300000", "data.num_proc=1",
+        "train.micro_batch_size=4", "train.seq_len=32", f"train.tokens={6 * 4 * 32}", "train.log_every_n_steps=1",
+        "train.val_every_n_steps=0", "trainer.enable_progress_bar=false", "data.progress=false", "logger=none",
+        "eval=none",
+    ]  # fmt: skip
+    job = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and job.poll() is None and not (run_dir / "result.json").is_file():
+        time.sleep(0.02)
+    job.send_signal(signal.SIGSTOP)  # held where it is: the `running` record comes before data and model
+    assert not list(cache.rglob("manifest.json")), "the data was already prepared"
+    job.send_signal(signal.SIGUSR2)  # delivered on SIGCONT, during preparation
+    job.send_signal(signal.SIGCONT)
+    output = job.communicate(timeout=120)[0]
+    assert job.returncode == 3, output[-3000:]  # interrupted (the default SIGUSR2 action would kill it)
+    assert "pre-emption signal (SIGUSR2): stopping after step 1" in output, output[-3000:]
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["status"] == "interrupted" and record["train"]["steps"] == 1
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["status"] == "complete" and record["train"]["steps"] == 6
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train/loss" in r] == list(range(6))  # step 0 kept, 1-5 resumed
