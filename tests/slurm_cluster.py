@@ -28,6 +28,9 @@ SwitchType=switch/none
 ReturnToService=2
 JobRequeue=1
 KillWait=30
+# a requeued job may start again after cred_expire seconds (default 120), once a scheduler pass sees it
+AuthInfo=cred_expire=10
+SchedulerParameters=bf_interval=2
 SlurmctldPort={ctld_port}
 SlurmdPort={d_port}
 StateSaveLocation={root}/state

@@ -1,4 +1,5 @@
-"""On a real one-node SLURM cluster (skipped where it cannot start): data preparation as an array job."""
+"""On a real one-node SLURM cluster (skipped where it cannot start): data preparation as an array job, a sweep
+through the SLURM launcher, pre-emption (`scontrol requeue`, a `--signal` time limit) and resumption."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,38 +89,65 @@ def train_command(run_dir: Path, steps: int) -> list[str]:
     ]  # fmt: skip
 
 
-def losses(run_dir: Path) -> dict[int, float]:
-    """Loss by step (a resumed run may repeat the rows after its checkpoint's step: the last one counts)."""
+# what differs between two runs of the same job: the wall clock, throughput and the process's peak memory
+WALL_CLOCK_FIELDS = ("time", "perf/tokens_per_s", "perf/tflops", "perf/mfu", "perf/peak_mem_gb")
+
+
+def metric_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl without its wall-clock fields: step, tokens, loss, grad norm, LR, epoch, val loss."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+    return [{k: v for k, v in row.items() if k not in WALL_CLOCK_FIELDS} for row in rows]
 
 
-def test_a_requeued_job_resumes_in_its_run_dir_and_ends_as_an_uninterrupted_one(
-    cluster: slurm_cluster.Cluster, tmp_path: Path
+@pytest.mark.parametrize(
+    ("preemption", "steps"),
+    [
+        ("scontrol requeue", 40),  # SIGTERM to the job, requeued by SLURM
+        # USR2 to the batch shell (exec'd into python) 20 s before the 1-minute limit: slurmctld checks time
+        # limits every 30 s, so it comes 10-40 s after the start, while the first of 120 steps (~50 s) run
+        ("--signal time limit", 120),
+    ],
+)
+def test_a_preempted_job_resumes_in_its_run_dir_and_ends_as_an_uninterrupted_one(
+    cluster: slurm_cluster.Cluster, tmp_path: Path, preemption: str, steps: int
 ) -> None:
     import shlex
     import subprocess
     import time
 
-    steps = 40
     reference = subprocess.Popen(train_command(tmp_path / "reference", steps), cwd=REPO, env=cluster.env)
     run_dir = tmp_path / "preempted"
     wrap = f"cd {REPO} && exec {shlex.join(train_command(run_dir, steps))}"
-    job = cluster.sbatch("--requeue", "--open-mode=append", f"--output={tmp_path}/job.out", f"--wrap={wrap}")
-    metrics, deadline = run_dir / "metrics.jsonl", time.time() + 240
-    while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 5):
-        time.sleep(0.2)
-    cluster.run("scontrol", "requeue", job)
+    options = ["--requeue", "--open-mode=append", f"--output={tmp_path}/job.out", f"--wrap={wrap}"]
+    if preemption == "--signal time limit":
+        options += ["--time=1", "--signal=B:USR2@20"]  # the job saves and runs `scontrol requeue` itself
+    job = cluster.sbatch(*options)
+    if preemption == "scontrol requeue":
+        metrics, deadline = run_dir / "metrics.jsonl", time.time() + 240
+        while time.time() < deadline and not (
+            metrics.is_file() and len(metrics.read_text().splitlines()) >= 5
+        ):
+            time.sleep(0.2)
+        cluster.run("scontrol", "requeue", job)
+    deadline = time.time() + 240
+    while time.time() < deadline and "Restarts=0" in cluster.run("scontrol", "show", "job", job):
+        time.sleep(0.5)
+    assert "Restarts=0" not in cluster.run("scontrol", "show", "job", job), cluster.logs()  # requeued
+    if preemption == "--signal time limit":  # the requeued job (pending for cred_expire) gets a usual limit
+        cluster.run("scontrol", "update", f"JobId={job}", "TimeLimit=10")
     cluster.wait_gone(job, timeout=300)
     assert reference.wait(timeout=300) == 0
     out = (tmp_path / "job.out").read_text()
-    assert "stopping after step" in out, out[-3000:]  # it was pre-empted mid-run and checkpointed
+    signal_name = "SIGUSR2" if preemption == "--signal time limit" else "SIGTERM"
+    assert f"pre-emption signal ({signal_name}): stopping after step" in out, out[-3000:] + cluster.logs()
     record = json.loads((run_dir / "result.json").read_text())
     assert record["status"] == "complete" and record["train"]["steps"] == steps, out[-3000:]
     assert record["run_dir"] == str(run_dir)
-    reference_losses = losses(tmp_path / "reference")
-    assert sorted(reference_losses) == list(range(steps))
-    assert losses(run_dir) == reference_losses
+    reference_rows = metric_rows(tmp_path / "reference")
+    assert [r["step"] for r in reference_rows if "train/loss" in r] == list(range(steps))
+    assert (
+        metric_rows(run_dir) == reference_rows
+    )  # every row, in order: the resumed run logged each step once
     assert (
         record["train"]["final_loss"]
         == json.loads((tmp_path / "reference" / "result.json").read_text())["train"]["final_loss"]
