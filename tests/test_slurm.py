@@ -4,7 +4,13 @@ through the SLURM launcher, pre-emption (`scontrol requeue`, a `--signal` time l
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,8 +46,8 @@ def test_preparation_as_an_array_job_equals_one_process(
     single = cluster.sbatch(
         f"--output={tmp_path}/one.out", f"--wrap={prepare} data.cache_dir={tmp_path / 'one'}"
     )
-    cluster.wait_gone(array, timeout=180)
-    cluster.wait_gone(single, timeout=180)
+    cluster.wait_finished(array, timeout=180)
+    cluster.wait_finished(single, timeout=180)
     outputs = [(tmp_path / f"part-{i}.out").read_text() for i in (0, 1)]
     assert cluster.exit_codes(array) == {"0": "0:0", "1": "0:0"}, outputs
     # a part finishing while another still tokenises leaves the merge to it; a part finishing after the
@@ -60,8 +66,6 @@ def test_a_sweep_through_the_slurm_launcher_records_every_variant(
 ) -> None:
     """`python run.py -m +sweep=layer_sharing scale=smoke hydra/launcher=slurm` (2 variants): submitit
     submits each as a SLURM job, which trains, evaluates and records it."""
-    import subprocess
-
     sweep_dir = tmp_path / "sweep"
     command = [
         sys.executable, "run.py", "-m", "+sweep=layer_sharing", "scale=smoke", "hydra/launcher=slurm",
@@ -99,55 +103,53 @@ def metric_rows(run_dir: Path) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k not in WALL_CLOCK_FIELDS} for row in rows]
 
 
-@pytest.mark.parametrize(
-    ("preemption", "steps"),
-    [
-        ("scontrol requeue", 40),  # SIGTERM to the job, requeued by SLURM
-        # USR2 to the batch shell (exec'd into python) 20 s before the 1-minute limit: slurmctld checks time
-        # limits every 30 s, so it comes 10-40 s after the start, while the first of 120 steps (~50 s) run
-        ("--signal time limit", 120),
-    ],
-)
-def test_a_preempted_job_resumes_in_its_run_dir_and_ends_as_an_uninterrupted_one(
-    cluster: slurm_cluster.Cluster, tmp_path: Path, preemption: str, steps: int
-) -> None:
-    import shlex
-    import subprocess
-    import time
+def wait_for_training(metrics: Path, steps: int, timeout: float = 240) -> None:
+    """Until `steps` optimizer steps are logged."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (
+        metrics.is_file() and metrics.read_text().count("train/loss") >= steps
+    ):
+        time.sleep(0.05)
+    assert metrics.is_file() and metrics.read_text().count("train/loss") >= steps, f"no training in {metrics}"
 
+
+@pytest.mark.parametrize("preemption", ["scontrol requeue", "--signal time limit"])
+def test_a_preempted_job_resumes_in_its_run_dir_and_ends_as_an_uninterrupted_one(
+    cluster: slurm_cluster.Cluster, tmp_path: Path, preemption: str
+) -> None:
+    steps = 40
     reference = subprocess.Popen(train_command(tmp_path / "reference", steps), cwd=REPO, env=cluster.env)
     run_dir = tmp_path / "preempted"
     wrap = f"cd {REPO} && exec {shlex.join(train_command(run_dir, steps))}"
     options = ["--requeue", "--open-mode=append", f"--output={tmp_path}/job.out", f"--wrap={wrap}"]
     if preemption == "--signal time limit":
-        options += ["--time=1", "--signal=B:USR2@20"]  # the job saves and runs `scontrol requeue` itself
+        # USR2 to the batch shell (exec'd into python) 10 minutes before an 11-minute limit; slurmctld checks
+        # time limits every 30 s, so it comes 30-60 s after the start. The job saves and requeues itself.
+        options += ["--time=11", "--signal=B:USR2@600"]
     job = cluster.sbatch(*options)
+    wait_for_training(run_dir / "metrics.jsonl", steps=3)
     if preemption == "scontrol requeue":
-        metrics, deadline = run_dir / "metrics.jsonl", time.time() + 240
-        while time.time() < deadline and not (
-            metrics.is_file() and len(metrics.read_text().splitlines()) >= 5
-        ):
-            time.sleep(0.2)
         cluster.run("scontrol", "requeue", job)
+    else:  # held mid-training, however fast its steps, until the warning: slurmstepd sends SIGCONT before it
+        os.kill(cluster.batch_pid(job), signal.SIGSTOP)
     deadline = time.time() + 240
     while time.time() < deadline and "Restarts=0" in cluster.run("scontrol", "show", "job", job):
         time.sleep(0.5)
     assert "Restarts=0" not in cluster.run("scontrol", "show", "job", job), cluster.logs()  # requeued
-    if preemption == "--signal time limit":  # the requeued job (pending for cred_expire) gets a usual limit
-        cluster.run("scontrol", "update", f"JobId={job}", "TimeLimit=10")
-    cluster.wait_gone(job, timeout=300)
+    if preemption == "--signal time limit":  # the requeued job (pending for cred_expire) runs to its end
+        cluster.run("scontrol", "update", f"JobId={job}", "TimeLimit=UNLIMITED")
+    cluster.wait_finished(job, timeout=300)
     assert reference.wait(timeout=300) == 0
     out = (tmp_path / "job.out").read_text()
     signal_name = "SIGUSR2" if preemption == "--signal time limit" else "SIGTERM"
-    assert f"pre-emption signal ({signal_name}): stopping after step" in out, out[-3000:] + cluster.logs()
+    stopped = re.findall(rf"pre-emption signal \({signal_name}\): stopping after step (\d+)", out)
+    assert len(stopped) == 1 and 3 <= int(stopped[0]) < steps, out[-3000:] + cluster.logs()  # mid-run
     record = json.loads((run_dir / "result.json").read_text())
     assert record["status"] == "complete" and record["train"]["steps"] == steps, out[-3000:]
     assert record["run_dir"] == str(run_dir)
     reference_rows = metric_rows(tmp_path / "reference")
     assert [r["step"] for r in reference_rows if "train/loss" in r] == list(range(steps))
-    assert (
-        metric_rows(run_dir) == reference_rows
-    )  # every row, in order: the resumed run logged each step once
+    assert metric_rows(run_dir) == reference_rows  # every row in order: the resumed run logged each step once
     assert (
         record["train"]["final_loss"]
         == json.loads((tmp_path / "reference" / "result.json").read_text())["train"]["final_loss"]
