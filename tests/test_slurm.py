@@ -128,10 +128,10 @@ def test_a_preempted_job_resumes_in_its_run_dir_and_ends_as_an_uninterrupted_one
         options += ["--time=11", "--signal=B:USR2@600"]
     job = cluster.sbatch(*options)
     wait_for_training(run_dir / "metrics.jsonl", steps=3)
+    # held mid-training, however fast its steps, until pre-empted: SLURM sends SIGCONT with SIGTERM or USR2
+    os.kill(cluster.batch_pid(job), signal.SIGSTOP)
     if preemption == "scontrol requeue":
         cluster.run("scontrol", "requeue", job)
-    else:  # held mid-training, however fast its steps, until the warning: slurmstepd sends SIGCONT before it
-        os.kill(cluster.batch_pid(job), signal.SIGSTOP)
     deadline = time.time() + 240
     while time.time() < deadline and "Restarts=0" in cluster.run("scontrol", "show", "job", job):
         time.sleep(0.5)
