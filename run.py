@@ -23,12 +23,14 @@ from ablations.job.outcome import EXIT_CODES
 from ablations.records.errors import ConfigError, DataError, RunDirLocked
 from ablations.records.result import RESULT_FILE, is_complete, read_result
 from ablations.search.sweep import skip_reason, variant_dir
+from ablations.train.signals import PREEMPTION
 
 log = logging.getLogger("run")
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    PREEMPTION.install()  # first: a pre-emption signal from here on stops training at its first step
     from ablations.job.stages import (  # lightning and lm-eval: seconds, only once a job runs
         run_job,
         status_of,

@@ -28,6 +28,9 @@ SwitchType=switch/none
 ReturnToService=2
 JobRequeue=1
 KillWait=30
+# a requeued job may start again after cred_expire seconds (default 120), once a scheduler pass sees it
+AuthInfo=cred_expire=10
+SchedulerParameters=bf_interval=2,sched_interval=2
 SlurmctldPort={ctld_port}
 SlurmdPort={d_port}
 StateSaveLocation={root}/state
@@ -39,6 +42,17 @@ SlurmdLogFile={root}/slurmd.log
 NodeName={host} CPUs=2 State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
+
+FINISHED = {  # the states of a job that has ended
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+}
 
 
 @dataclass
@@ -57,14 +71,32 @@ class Cluster:
         """Submit; returns the job id."""
         return self.run("sbatch", "--parsable", *args).strip().split(";")[0]
 
-    def wait_gone(self, job_id: str, timeout: float) -> None:
-        """Until no task of the job is pending or running."""
+    def tasks(self, job_id: str) -> list[dict[str, str]]:
+        """`scontrol show job` of each task of a job (slurmctld keeps finished ones for `MinJobAge`, 300 s);
+        none while slurmctld does not answer."""
+        shown = self.run("scontrol", "show", "job", "-o", job_id, check=False)
+        return [
+            dict(item.split("=", 1) for item in line.split() if "=" in item) for line in shown.splitlines()
+        ]
+
+    def wait_finished(self, job_id: str, timeout: float) -> None:
+        """Until every task of the job has ended (a requeued job has not: it is pending again)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if not self.run("squeue", "-h", "-j", job_id, check=False).strip():
+            tasks = self.tasks(job_id)
+            if tasks and all(task["JobState"] in FINISHED for task in tasks):
                 return
             time.sleep(1)
-        raise TimeoutError(f"SLURM job {job_id} still queued after {timeout} s:\n{self.logs()}")
+        raise TimeoutError(f"SLURM job {job_id} not finished after {timeout} s:\n{self.logs()}")
+
+    def exit_codes(self, job_id: str) -> dict[str, str]:
+        """`ExitCode` (`code:signal`) of each task of a finished job, by array index ("" outside an array)."""
+        return {task.get("ArrayTaskId", ""): task["ExitCode"] for task in self.tasks(job_id)}
+
+    def batch_pid(self, job_id: str) -> int:
+        """The process of a running job's batch script (the program it `exec`s): the first of its step."""
+        rows = [line.split() for line in self.run("scontrol", "listpids", job_id).splitlines()[1:]]
+        return min(int(row[0]) for row in rows if row[2] == "batch")
 
     def logs(self) -> str:
         return "\n".join(

@@ -8,6 +8,7 @@
 - `loss`: the next-token loss, plain or chunked (the [tokens × vocab] fp32 logits never whole).
 - `optim`: AdamW decay groups and the warmup + cosine schedule.
 - `module`: `LitMobileLLM` (next-token loss, divergence check, gradient clipping, checkpointed RNG).
+- `signals`: the process's pre-emption flag (SIGTERM/SIGUSR2 noted from job start). Torch-free.
 - `callbacks`, `loggers`: throughput/MFU, progress, last/SIGTERM checkpoint; metrics.jsonl, CSV, W&B.
 - `trainer`: the Trainer of a job (strategy, cluster environment, checkpoints).
 - `fit`: the training stage, returning a `TrainResult`.

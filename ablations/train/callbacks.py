@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import resource
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ablations.train.loggers import JsonlLogger
 from ablations.train.perf import mfu, peak_tflops
+from ablations.train.signals import PREEMPTION
 
 log = logging.getLogger(__name__)
 
@@ -112,51 +112,30 @@ class TokenProgressBar(RichProgressBar):
 
 class PreemptionSignals(L.Callback):
     """SIGTERM (SLURM pre-emption, `scancel`) or SIGUSR2 (submitit's and `--signal`'s time-limit warning) on
-    ANY rank stops every rank at the next optimizer-step boundary, through the flag Lightning's own SIGTERM
+    ANY rank, received during training or before it (the flag of `ablations.train.signals`, installed at job
+    start), stops every rank at the next optimizer-step boundary, through the flag Lightning's own SIGTERM
     handling reads; `LastCheckpoint` then writes last.ckpt and requeues.
 
-    Our handlers replace Lightning's (which broadcasts from inside the handler, so a signal reaching only a
-    non-zero rank deadlocks) and submitit's (which answers USR2 with `sys.exit(-1)`: no checkpoint). Ranks
-    agree on the flag with one boolean all-reduce per optimizer step."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
+    At train start the note-only handler goes back over Lightning's (which broadcasts from inside the
+    handler, so a signal reaching only a non-zero rank deadlocks); Lightning's teardown restores the
+    handlers it found before fit. Ranks agree on the flag with one boolean all-reduce per optimizer step."""
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for signum in self.SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._note)
-
-    def _note(self, signum: int, frame: Any) -> None:
-        self.received = signum  # only a flag: the step boundary acts on it
+        PREEMPTION.install()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if trainer.fit_loop._should_accumulate():
             return
-        stop = trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
+        stop = trainer.strategy.reduce_boolean_decision(PREEMPTION.received is not None, all=False)
         if stop:
             log.warning(
-                "signal %s received: stopping after step %d to checkpoint", self.received, trainer.global_step
+                "pre-emption signal (%s): stopping after step %d to checkpoint",
+                PREEMPTION.received.name if PREEMPTION.received else "on another rank",
+                trainer.global_step,
             )
             trainer._signal_connector.received_sigterm = (
                 True  # Lightning raises SIGTERMException after this step
             )
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._restore()
-
-    def on_exception(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
-    ) -> None:
-        self._restore()
-
-    def _restore(self) -> None:
-        """Give the handlers back before Lightning restores its own originals at teardown."""
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
 
 
 class LastCheckpoint(L.Callback):
