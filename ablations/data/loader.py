@@ -119,9 +119,8 @@ class TokenWindowLoader:
         self.index, self.micro_batch_size, self.seed = index, micro_batch_size, seed
         self.rank, self.world_size, self.shuffle, self.infinite = rank, world_size, shuffle, infinite
         self.order_dir = order_dir
-        self.per_rank = (
-            len(index) // world_size
-        )  # validation: equal for every rank, so DDP ranks stay in step
+        # validation: equal for every rank, so DDP ranks stay in step
+        self.per_rank = len(index) // world_size
         if self.per_rank == 0:
             raise DataError(
                 f"{index.name}: {len(index)} windows of seq_len={index.seq_len} cannot give each of "

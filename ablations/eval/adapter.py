@@ -135,13 +135,17 @@ class MobileLLMEvalLM(TemplateLM):
         return self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens)
 
     # ---------------------------------------------------------------- scoring
+    def _vocab_logprobs(self, rows: list[Tensor]) -> list[Tensor]:
+        """Each group of hidden rows projected onto the vocabulary and log-softmaxed in fp32 (only the rows
+        that predict a scored token are ever projected)."""
+        logits = F.linear(torch.cat(rows), self.model.output_weight).float()
+        return list(F.log_softmax(logits, dim=-1).split([len(r) for r in rows]))
+
     @torch.inference_mode()
     def _continuation_logprobs(self, tokens: Tensor, spans: list[tuple[int, int]]) -> list[Tensor]:
         """Log-softmax rows [end-start, vocab] predicting each span's tokens; projects only those rows."""
         hidden = self.model.hidden_states(tokens)
-        rows = [hidden[i, start - 1 : end - 1] for i, (start, end) in enumerate(spans)]
-        logits = F.linear(torch.cat(rows), self.model.output_weight).float()
-        return list(F.log_softmax(logits, dim=-1).split([end - start for start, end in spans]))
+        return self._vocab_logprobs([hidden[i, start - 1 : end - 1] for i, (start, end) in enumerate(spans)])
 
     def _loglikelihood_tokens(
         self, requests: list[tuple[Any, list[int], list[int]]], disable_tqdm: bool = False, **_: Any
@@ -208,10 +212,9 @@ class MobileLLMEvalLM(TemplateLM):
         causal = torch.ones(tokens.shape[1], tokens.shape[1], dtype=torch.bool, device=self._device).tril()
         visible = (seg.unsqueeze(1) == seg.unsqueeze(2)) | (seg == -1).unsqueeze(1)
         hidden = self.model.hidden_states(tokens, positions=pos, mask=(causal & visible).unsqueeze(1))
-        picked = [hidden[row, at] for row, group in enumerate(predictors) for at in group]
-        lengths = [len(at) for group in predictors for at in group]
-        logits = F.linear(torch.cat(picked), self.model.output_weight).float()
-        logprobs = iter(F.log_softmax(logits, dim=-1).split(lengths))
+        logprobs = iter(
+            self._vocab_logprobs([hidden[row, at] for row, group in enumerate(predictors) for at in group])
+        )
         scores = []
         for _, continuations in groups:
             scores.append([])
