@@ -18,15 +18,20 @@ import pytest
 from tests.conftest import REPO
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR2])  # pre-emption; submitit's time limit
-def test_a_preemption_signal_saves_and_the_same_command_resumes(tmp_path: Path, signum: int) -> None:
-    run_dir = tmp_path / "run"
-    command = [
+def train_command(run_dir: Path, steps: int) -> list[str]:
+    """`python run.py` training the default tiny model `steps` steps of 4 × 32 tokens, one row per step."""
+    return [
         sys.executable, "run.py", f"hydra.run.dir={run_dir}", "train.micro_batch_size=4", "train.seq_len=32",
-        f"train.tokens={120 * 4 * 32}", "train.log_every_n_steps=1", "train.val_every_n_steps=0",
+        f"train.tokens={steps * 4 * 32}", "train.log_every_n_steps=1", "train.val_every_n_steps=0",
         "train.ckpt_every_n_steps=1000", "trainer.enable_progress_bar=false", "data.progress=false",
         "logger=none", "eval=none",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR2])  # pre-emption; submitit's time limit
+def test_a_preemption_signal_saves_and_the_same_command_resumes(tmp_path: Path, signum: int) -> None:
+    run_dir = tmp_path / "run"
+    command = train_command(run_dir, 120)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     job = subprocess.Popen(
         command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

@@ -19,6 +19,7 @@ import pytest
 
 from tests import slurm_cluster
 from tests.conftest import REPO
+from tests.test_preemption import train_command
 from tests.test_prepare import DOCS, same_tree
 
 
@@ -82,15 +83,6 @@ def test_a_sweep_through_the_slurm_launcher_records_every_variant(
     }
     assert all(r["status"] == "complete" for r in records.values())
     assert all(Path(r["run_dir"]).resolve().parent == sweep_dir.resolve() for r in records.values())
-
-
-def train_command(run_dir: Path, steps: int) -> list[str]:
-    return [
-        sys.executable, "run.py", f"hydra.run.dir={run_dir}", "train.micro_batch_size=4", "train.seq_len=32",
-        f"train.tokens={steps * 4 * 32}", "train.log_every_n_steps=1", "train.val_every_n_steps=0",
-        "train.ckpt_every_n_steps=1000", "trainer.enable_progress_bar=false", "data.progress=false",
-        "logger=none", "eval=none",
-    ]  # fmt: skip
 
 
 # what differs between two runs of the same job: the wall clock, throughput and the process's peak memory
