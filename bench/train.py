@@ -8,7 +8,11 @@
 
 GPU mode: MFU of mobilellm_125m and mobilellm_350m at seq 2048, bf16 autocast, the chunked loss, with and
 without torch.compile and activation checkpointing, and each run's peak memory beside the memory plan's
-(MFU = tokens/s · ablations.model.budget.flops_per_token / device peak; goal ≥ 45% on an H100 for 125M).
+(MFU = tokens/s · ablations.model.budget.flops_per_token / device peak; goal ≥ 45% on an H100 for 125M,
+ahead of litgpt). The litgpt reference is litgpt's own GPT of the same shape, compiled, with litgpt's
+chunked cross-entropy, as `litgpt pretrain` runs it; it is measured when litgpt is importable. Install it
+with `pip install --no-deps litgpt` (its pins, e.g. huggingface-hub<1.4, conflict with transformers 5; the
+model itself needs only torch and lightning).
 """
 
 from __future__ import annotations
@@ -46,6 +50,35 @@ def llama_twin(cfg: ModelConfig) -> torch.nn.Module:
         tie_word_embeddings=cfg.share_embeddings, attn_implementation="sdpa", use_cache=False,
     )  # fmt: skip
     return LlamaForCausalLM(config)
+
+
+def litgpt_twin(cfg: ModelConfig) -> torch.nn.Module | None:
+    """litgpt's GPT of the same shape (what `litgpt pretrain` trains), or None when litgpt is not installed."""
+    try:
+        from litgpt.config import Config
+        from litgpt.model import GPT
+    except ImportError:
+        return None
+    config = Config(
+        name="mobilellm-twin", block_size=cfg.max_seq_len, vocab_size=cfg.vocab_size,
+        padded_vocab_size=cfg.vocab_size, n_layer=cfg.n_applied_layers, n_head=cfg.n_heads,
+        n_query_groups=cfg.n_kv_heads, n_embd=cfg.dim, head_size=cfg.head_dim, rotary_percentage=1.0,
+        parallel_residual=False, bias=False, norm_class_name="RMSNorm", norm_eps=cfg.norm_eps,
+        mlp_class_name="LLaMAMLP", intermediate_size=cfg.ffn_hidden, rope_base=int(cfg.rope_theta),
+    )  # fmt: skip
+    model = GPT(config)
+    if cfg.share_embeddings:
+        model.lm_head.weight = model.transformer.wte.weight
+    for weight in model.parameters():  # our initialisation, so both start from a sensible loss
+        if weight.dim() == 2:
+            torch.nn.init.normal_(weight, std=cfg.init_std)
+    return model
+
+
+def litgpt_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    from litgpt.utils import chunked_cross_entropy
+
+    return chunked_cross_entropy(model(batch[:, :-1]), batch[:, 1:])
 
 
 def hf_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
@@ -90,14 +123,20 @@ def compare_on_cpu(
     """Best of `rounds` alternating measurements (as timeit): other processes only ever slow a round down."""
     torch.manual_seed(0)
     batch = torch.randint(0, cfg.vocab_size, (batch_size, seq_len + 1))
-    our_model, their_model = MobileLLM(cfg), llama_twin(cfg)
-    samples: dict[str, list[float]] = {"ours": [], "theirs": []}
+    runs = {"ours": (MobileLLM(cfg), lm_loss), "LlamaForCausalLM": (llama_twin(cfg), hf_loss)}
+    litgpt_model = litgpt_twin(cfg)
+    if litgpt_model is not None:
+        runs["litgpt GPT"] = (litgpt_model, litgpt_loss)
+    samples: dict[str, list[float]] = {label: [] for label in runs}
     for _ in range(rounds):
-        samples["ours"].append(tokens_per_s(our_model, lm_loss, batch, steps))
-        samples["theirs"].append(tokens_per_s(their_model, hf_loss, batch, steps))
-    ours, theirs = max(samples["ours"]), max(samples["theirs"])
-    print(f"{name:<28} batch {batch_size}×{seq_len}: ours {ours:10,.0f} tok/s   "
-          f"LlamaForCausalLM {theirs:10,.0f} tok/s   ratio {ours / theirs:.2f}")  # fmt: skip
+        for label, (model, loss_fn) in runs.items():
+            samples[label].append(tokens_per_s(model, loss_fn, batch, steps))
+    ours = max(samples["ours"])
+    references = "   ".join(
+        f"{label} {max(speeds):10,.0f} tok/s (ratio {ours / max(speeds):.2f})"
+        for label, speeds in samples.items() if label != "ours"
+    )  # fmt: skip
+    print(f"{name:<28} batch {batch_size}×{seq_len}: ours {ours:10,.0f} tok/s   {references}")
 
 
 def peak_rss() -> int:
@@ -130,8 +169,28 @@ def compare_loss_memory_on_cpu(cfg: ModelConfig, batch_size: int, seq_len: int, 
           f"chunked ({chunk_tokens} tokens) {chunked / 2**20:,.0f} MiB   ratio {chunked / plain:.2f}")  # fmt: skip
 
 
+def gpu_step_figures(
+    model: torch.nn.Module,
+    loss_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
+    batch: torch.Tensor,
+    steps: int,
+    flops: int,
+    peak: float | None,
+) -> str:
+    """Tokens/s, TFLOP/s, MFU and peak memory of full bf16-autocast optimizer steps on the GPU."""
+    torch.cuda.reset_peak_memory_stats(batch.device)
+    speed = tokens_per_s(model, loss_fn, batch, steps, autocast=torch.bfloat16)
+    used = torch.cuda.max_memory_allocated(batch.device)
+    utilisation = mfu(speed, flops, 1, peak)
+    shown = f"{utilisation:.1%}" if utilisation is not None else "n/a (unknown peak)"
+    return (
+        f"{speed:10,.0f} tok/s {speed * flops / 1e12:6.1f} TFLOP/s  MFU {shown}  peak {used / GIB:5.1f} GiB"
+    )
+
+
 def mfu_on_gpu(name: str, cfg: ModelConfig, batch_size: int, steps: int) -> None:
-    """MFU and peak memory of full optimizer steps, ± torch.compile, ± activation checkpointing."""
+    """MFU and peak memory of full optimizer steps, ± torch.compile, ± activation checkpointing, then the
+    litgpt reference at the micro-batch of our uncheckpointed runs (the same FLOPs per token)."""
     device = torch.device("cuda")
     device_name = torch.cuda.get_device_name(device)
     peak = peak_tflops(device_name)
@@ -139,28 +198,39 @@ def mfu_on_gpu(name: str, cfg: ModelConfig, batch_size: int, steps: int) -> None
     flops = flops_per_token(cfg, seq_len)
     capacity = torch.cuda.get_device_properties(device).total_memory
     loss_fn = functools.partial(lm_loss, chunk_tokens=LOSS_CHUNK_TOKENS)
+    print(f"{name} seq {seq_len} bf16 on {device_name}:")
+    batches: dict[str, torch.Tensor] = {}
     for checkpointing in ("none", "full"):
         layout = dict(checkpointing=checkpointing, loss_chunk_tokens=LOSS_CHUNK_TOKENS)
         fitting = largest_micro_batch(cfg, seq_len, capacity, strategy="auto", **layout)
         micro_batch = min(batch_size, fitting)
         planned = memory_plan(cfg, seq_len, micro_batch, strategy="auto", **layout).total
-        batch = torch.randint(0, cfg.vocab_size, (micro_batch, seq_len + 1), device=device)
+        batch = batches[checkpointing] = torch.randint(
+            0, cfg.vocab_size, (micro_batch, seq_len + 1), device=device
+        )
         for compiled in (False, True):
             torch.manual_seed(0)
             model = MobileLLM(cfg).to(device)
             model.set_activation_checkpointing(checkpointing)
             if compiled:
                 model.compile()
-            torch.cuda.reset_peak_memory_stats(device)
-            speed = tokens_per_s(model, loss_fn, batch, steps, autocast=torch.bfloat16)
-            used = torch.cuda.max_memory_allocated(device)
-            utilisation = mfu(speed, flops, 1, peak)
-            shown = f"{utilisation:.1%}" if utilisation is not None else "n/a (unknown peak)"
-            print(f"{name} seq {seq_len} bf16 batch {micro_batch:>3} checkpointing={checkpointing:<4} "
-                  f"compile={compiled!s:<5}: {speed:10,.0f} tok/s {speed * flops / 1e12:6.1f} TFLOP/s  MFU {shown}  "
-                  f"peak {used / GIB:5.1f} GiB (plan {planned / GIB:5.1f})  ({device_name})")  # fmt: skip
+            figures = gpu_step_figures(model, loss_fn, batch, steps, flops, peak)
+            print(f"  ours   batch {micro_batch:>3} checkpointing={checkpointing:<4} compile={compiled!s:<5}: "
+                  f"{figures} (plan {planned / GIB:5.1f})")  # fmt: skip
             del model
             torch.cuda.empty_cache()
+    reference = litgpt_twin(cfg)
+    if reference is None:
+        print("  litgpt is not installed (pip install --no-deps litgpt), so no litgpt reference")
+        return
+    torch.manual_seed(0)
+    reference = reference.to(device)
+    reference.compile()  # as `litgpt pretrain` runs it: compiled, no activation checkpointing
+    batch = batches["none"]
+    figures = gpu_step_figures(reference, litgpt_loss, batch, steps, flops, peak)
+    print(f"  litgpt batch {batch.shape[0]:>3} checkpointing=none compile=True : {figures}")
+    del reference
+    torch.cuda.empty_cache()
 
 
 def main() -> None:

@@ -78,11 +78,20 @@ def shared_shards() -> list[str]:
     ]
 
 
-def test_fsdp_trains_like_ddp_and_resumes_from_a_distributed_checkpoint(tmp_path: Path) -> None:
-    fsdp, ddp, resumed = tmp_path / "fsdp", tmp_path / "ddp", tmp_path / "resumed"
-    data = shared_shards()
-    run_fsdp(fsdp, *data, *(EVAL if BENCHMARKS.is_dir() else []))
+@pytest.fixture(scope="module")
+def ddp_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path]:
+    """(overrides naming the shared shards, the run dir of a 2-rank fp32 DDP run on them)."""
+    data, ddp = shared_shards(), tmp_path_factory.mktemp("ddp")
     run_job(compose_config(["trainer=ddp_cpu", *RUN, *data]), ddp, name="ddp")
+    return data, ddp
+
+
+def test_fsdp_trains_like_ddp_and_resumes_from_a_distributed_checkpoint(
+    tmp_path: Path, ddp_reference: tuple[list[str], Path]
+) -> None:
+    fsdp, resumed = tmp_path / "fsdp", tmp_path / "resumed"
+    data, ddp = ddp_reference
+    run_fsdp(fsdp, *data, *(EVAL if BENCHMARKS.is_dir() else []))
 
     # same seed, same data, same updates: the sharded run's losses are the replicated run's
     sharded, replicated = logged(fsdp, "train/loss"), logged(ddp, "train/loss")
@@ -117,6 +126,21 @@ def test_fsdp_trains_like_ddp_and_resumes_from_a_distributed_checkpoint(tmp_path
         [sharded[s] for s in range(2, STEPS)], abs=1e-6
     )
     assert read_result(resumed)["tokens_seen"] == record["tokens_seen"]
+
+
+def test_the_gpu_presets_mixed_precision_trains_like_fp32(
+    tmp_path: Path, ddp_reference: tuple[list[str], Path]
+) -> None:
+    """`trainer=fsdp`'s policy (parameters all-gathered and computed in bf16, gradients reduced in fp32)."""
+    data, ddp = ddp_reference
+    run_fsdp(tmp_path, *data, "trainer.fsdp_param_dtype=bfloat16", "trainer.fsdp_reduce_dtype=float32")
+    mixed, replicated = logged(tmp_path, "train/loss"), logged(ddp, "train/loss")
+    assert sorted(mixed) == list(range(STEPS)) and mixed != replicated  # bf16 really computed
+    for step in range(STEPS):
+        assert mixed[step] == pytest.approx(replicated[step], abs=2e-2)
+    assert mixed[STEPS - 1] < mixed[0]
+    exported = load_model_dir(tmp_path / "model")  # the export holds the fp32 master weights
+    assert all(p.dtype == torch.float32 for p in exported.parameters())
 
 
 @pytest.fixture

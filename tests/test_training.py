@@ -95,6 +95,40 @@ def test_resume_from_a_mid_run_checkpoint_repeats_the_same_losses(tmp_path: Path
     assert read_result(resumed)["tokens_seen"] == read_result(full)["tokens_seen"] == 12 * 8 * 64
 
 
+@pytest.fixture(scope="module")
+def eager_fp32_losses(tmp_path_factory: pytest.TempPathFactory) -> dict[int, float]:
+    run_dir = tmp_path_factory.mktemp("eager")
+    run_job(compose_config([*SMALL, tokens_for(6), "train.val_every_n_steps=0"]), run_dir, name="eager")
+    return losses(run_dir)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "tolerance"),
+    [
+        # the GPU run's graph: torch.compile (inductor, on CPU here) of the checkpointed blocks
+        (["train.compile=true", "train.activation_checkpointing=full"], 1e-4),
+        (["trainer.precision=bf16-mixed"], 2e-2),  # the paper's precision: bf16 autocast, fp32 weights
+    ],
+    ids=["compile+checkpointing", "bf16-mixed"],
+)
+def test_the_gpu_recipe_options_train_like_the_eager_fp32_run(
+    tmp_path: Path, eager_fp32_losses: dict[int, float], overrides: list[str], tolerance: float
+) -> None:
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    cfg = compose_config([*SMALL, tokens_for(6), "train.val_every_n_steps=0", *overrides])
+    assert run_job(cfg, tmp_path, name="variant")["status"] == "complete"
+    variant = losses(tmp_path)
+    assert sorted(variant) == sorted(eager_fp32_losses) == list(range(6))
+    for step, loss in variant.items():
+        assert loss == pytest.approx(eager_fp32_losses[step], abs=tolerance)
+    compiled_graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    if "train.compile=true" in overrides:
+        assert compiled_graphs > 0  # dynamo really captured the model
+    else:  # autocast really ran in bf16: the losses move, within bf16's precision
+        assert compiled_graphs == 0 and variant != eager_fp32_losses
+
+
 def test_diverging_loss_stops_the_job_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     cfg = compose_config(
         [
