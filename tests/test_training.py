@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ablations.job.config import compose_config
 from ablations.job.stages import run_job
 from ablations.model.checkpoint import load_model_dir
 from ablations.records.metrics import read_metrics
 from ablations.records.result import read_result
+from ablations.train.module import LitMobileLLM
 
 # 8 windows of 64 tokens per step: fast on 2 cores, long enough to learn
 SMALL = [
@@ -127,6 +132,66 @@ def test_the_gpu_recipe_options_train_like_the_eager_fp32_run(
         assert compiled_graphs > 0  # dynamo really captured the model
     else:  # autocast really ran in bf16: the losses move, within bf16's precision
         assert compiled_graphs == 0 and variant != eager_fp32_losses
+
+
+# Tensor → host reads: each is a device sync when the tensor is on a GPU
+HOST_READS = {
+    torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu,
+    torch.Tensor.__bool__, torch.Tensor.__float__, torch.Tensor.__int__,
+}  # fmt: skip
+
+
+class HostReadRecorder(TorchFunctionMode):
+    """Records every host read of a tensor, and the file of the Python code that made it."""
+
+    def __init__(self, events: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.events = events
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: tuple[type, ...],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        if func in HOST_READS:
+            self.events.append((func.__name__, traceback.extract_stack(limit=2)[0].filename))
+        return func(*args, **(kwargs or {}))
+
+
+def test_steps_between_log_intervals_never_read_a_device_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[tuple[str, str]] = []
+    training_step = LitMobileLLM.training_step
+
+    def marked_training_step(self: LitMobileLLM, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        events.append(("step", str(batch_idx)))
+        return training_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(LitMobileLLM, "training_step", marked_training_step)
+    cfg = compose_config(
+        [*SMALL, tokens_for(12), "train.log_every_n_steps=4", "train.val_every_n_steps=0",
+         "trainer.enable_progress_bar=true"]  # the GPU preset's bar: it must not read the loss per batch
+    )  # fmt: skip
+    with HostReadRecorder(events):
+        assert run_job(cfg, tmp_path, name="sync-free")["status"] == "complete"
+    reads: dict[int, list[str]] = {}
+    step = None
+    for name, where in events:
+        if name == "step":
+            step = int(where)
+            reads[step] = []
+        # on CUDA AdamW is fused and keeps its step counter on the device; on CPU it reads a host tensor
+        elif step is not None and "torch/optim/" not in where:
+            reads[step].append(f"{name} in {where}")
+    # step k's work (backward, clipping, logging) runs until step k + 1 starts; the last one runs into the
+    # end of training. Optimizer steps 4 and 8 (indices 3, 7) are the log steps: loss, norm, divergence.
+    logged = {3, 7}
+    assert sorted(reads) == list(range(12))
+    assert all(reads[k] for k in logged), reads
+    assert not any(reads[k] for k in range(11) if k not in logged), reads
 
 
 def test_diverging_loss_stops_the_job_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
