@@ -128,19 +128,28 @@ def test_fsdp_trains_like_ddp_and_resumes_from_a_distributed_checkpoint(
     assert read_result(resumed)["tokens_seen"] == record["tokens_seen"]
 
 
-def test_the_gpu_presets_mixed_precision_trains_like_fp32(
+def test_the_gpu_presets_mixed_precision_and_hsdp_train_like_ddp(
     tmp_path: Path, ddp_reference: tuple[list[str], Path]
 ) -> None:
-    """`trainer=fsdp`'s policy (parameters all-gathered and computed in bf16, gradients reduced in fp32)."""
+    """`trainer=fsdp`'s policy (parameters all-gathered and computed in bf16, gradients reduced in fp32),
+    and its multi-node layout: HSDP over a 2-D mesh (here 2 replicas of 1 shard)."""
     data, ddp = ddp_reference
-    run_fsdp(tmp_path, *data, "trainer.fsdp_param_dtype=bfloat16", "trainer.fsdp_reduce_dtype=float32")
-    mixed, replicated = logged(tmp_path, "train/loss"), logged(ddp, "train/loss")
+    replicated = logged(ddp, "train/loss")
+    run_fsdp(tmp_path / "bf16", *data, "trainer.fsdp_param_dtype=bfloat16")
+    mixed = logged(tmp_path / "bf16", "train/loss")
     assert sorted(mixed) == list(range(STEPS)) and mixed != replicated  # bf16 really computed
     for step in range(STEPS):
         assert mixed[step] == pytest.approx(replicated[step], abs=2e-2)
     assert mixed[STEPS - 1] < mixed[0]
-    exported = load_model_dir(tmp_path / "model")  # the export holds the fp32 master weights
+    exported = load_model_dir(tmp_path / "bf16" / "model")  # the export holds the fp32 master weights
     assert all(p.dtype == torch.float32 for p in exported.parameters())
+
+    run_fsdp(tmp_path / "hsdp", *data, "trainer.fsdp_replicate_groups=2")
+    hybrid = logged(tmp_path / "hsdp", "train/loss")
+    assert sorted(hybrid) == list(range(STEPS))
+    for step in range(STEPS):
+        assert hybrid[step] == pytest.approx(replicated[step], abs=1e-4)
+    assert read_result(tmp_path / "hsdp")["status"] == "complete"
 
 
 @pytest.fixture

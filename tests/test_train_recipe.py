@@ -54,6 +54,16 @@ def test_a_global_batch_the_gpus_cannot_divide_is_refused() -> None:
         plan_training(cfg, world_size=3, model_max_seq_len=2048)
 
 
+def test_hsdp_replicas_that_do_not_divide_the_ranks_are_refused_by_the_plan() -> None:
+    # before any data is prepared, not when FSDP2 builds its mesh after it
+    job = job_config(compose_config(["trainer=fsdp_cpu", "trainer.fsdp_replicate_groups=3"]))
+    with pytest.raises(ConfigError, match=r"trainer.fsdp_replicate_groups=3 does not divide the 2 ranks"):
+        plan(job)
+    # the paper's cluster (4 nodes × 8 GPUs) sharded within each node
+    paper = ["scale=paper", "trainer.strategy=fsdp", "trainer.fsdp_replicate_groups=4"]
+    assert plan(job_config(compose_config(paper))).world_size == 32
+
+
 def test_scale_paper_plans_the_papers_run_on_its_cluster() -> None:
     job = job_config(compose_config(["scale=paper", "model=mobilellm_125m"]))
     job_plan = plan(job)

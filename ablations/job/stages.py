@@ -94,6 +94,13 @@ def validate(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> JobConfi
 def plan(job: JobConfig) -> JobPlan:
     """Steps, batch and LR for the world size the trainer config asks for; parameter and FLOP counts."""
     world_size = expected_world_size(job.trainer)
+    replicas = job.trainer.fsdp_replicate_groups
+    if job.trainer.strategy == "fsdp" and world_size % replicas:
+        raise ConfigError(
+            "trainer config",
+            [f"trainer.fsdp_replicate_groups={replicas} does not divide the {world_size} ranks "
+             f"(trainer.devices × trainer.num_nodes)"],
+        )  # fmt: skip
     micro_batch = micro_batch_size(job.train, job.trainer, job.model, world_size)
     train_plan = plan_training(
         dataclasses.replace(job.train, micro_batch_size=micro_batch), world_size, job.model.max_seq_len
