@@ -131,11 +131,12 @@ def test_fsdp_trains_like_ddp_and_resumes_from_a_distributed_checkpoint(
 def test_the_gpu_presets_mixed_precision_and_hsdp_train_like_ddp(
     tmp_path: Path, ddp_reference: tuple[list[str], Path]
 ) -> None:
-    """`trainer=fsdp`'s policy (parameters all-gathered and computed in bf16, gradients reduced in fp32),
-    and its multi-node layout: HSDP over a 2-D mesh (here 2 replicas of 1 shard)."""
+    """`trainer=fsdp` as a GPU run uses it: its policy (parameters all-gathered and computed in bf16,
+    gradients reduced in fp32) with `train.compile=true`, and its multi-node layout: HSDP over a 2-D mesh
+    (here 2 replicas of 1 shard)."""
     data, ddp = ddp_reference
     replicated = logged(ddp, "train/loss")
-    run_fsdp(tmp_path / "bf16", *data, "trainer.fsdp_param_dtype=bfloat16")
+    run_fsdp(tmp_path / "bf16", *data, "trainer.fsdp_param_dtype=bfloat16", "train.compile=true")
     mixed = logged(tmp_path / "bf16", "train/loss")
     assert sorted(mixed) == list(range(STEPS)) and mixed != replicated  # bf16 really computed
     for step in range(STEPS):
