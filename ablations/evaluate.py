@@ -17,8 +17,13 @@ from rich.table import Table
 
 from ablations.eval.evaluation import EVAL_RESULT_FILE, evaluate_checkpoint
 from ablations.job.config import compose_config, job_config
+from ablations.model.checkpoint import CheckpointError
+from ablations.model.hf_interop import ConversionError
+from ablations.records.errors import ConfigError, DataError
 
 OWN_KEYS = ("ckpt", "out", "tokenizer")
+# a checkpoint, model directory, task file or config that cannot be used (MissingTaskData included)
+BAD_INPUT = (ConfigError, DataError, CheckpointError, ConversionError, FileNotFoundError)
 
 
 def split_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -51,7 +56,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "ckpt" not in own:
         raise SystemExit(__doc__)
     cfg = compose_config(overrides)
-    record = evaluate_checkpoint(own["ckpt"], job_config(cfg).eval, own.get("out"), own.get("tokenizer"))
+    try:
+        record = evaluate_checkpoint(own["ckpt"], job_config(cfg).eval, own.get("out"), own.get("tokenizer"))
+    except BAD_INPUT as error:  # named in the message; a traceback would add nothing
+        raise SystemExit(f"error: {error}") from None
     print_results(record["eval"], f"{own['ckpt']}  ({EVAL_RESULT_FILE} written)")
     return record
 

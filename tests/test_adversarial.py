@@ -19,12 +19,12 @@ import optuna
 import pytest
 import torch
 
-from ablations.eval.loading import UnsafeCheckpoint, load_for_eval
+from ablations.eval.loading import load_for_eval
 from ablations.eval_tasks import hub_tasks
 from ablations.job.config import compose_config
 from ablations.job.stages import run_job
 from ablations.model.architecture import MobileLLM
-from ablations.model.checkpoint import CheckpointError, load_model_dir, save_model_dir
+from ablations.model.checkpoint import CheckpointError, UnsafeCheckpoint, load_model_dir, save_model_dir
 from ablations.records.errors import ConfigError
 from ablations.records.lock import run_dir_lock
 from ablations.records.metrics import read_metrics, rewind_metrics
@@ -80,10 +80,13 @@ def test_a_crafted_checkpoint_is_refused_and_its_payload_never_runs(tmp_path: Pa
         text=True,
         timeout=120,
     )
-    assert cli.returncode != 0 and "refused" in cli.stderr
-    # resuming a job from it: Lightning loads it as data only
+    assert cli.returncode != 0 and "refused" in cli.stderr and "Traceback" not in cli.stderr
+    # resuming a job from it: refused by validation, named, before any data is prepared
     resumed = run_py(*TINY, tokens(2), f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'run'}")
-    assert resumed.returncode != 0
+    assert resumed.returncode == 2, resumed.stdout[-2000:]  # a bad input, not a failed run
+    assert f"{ckpt}: refused" in resumed.stdout + resumed.stderr
+    record = read_result(tmp_path / "run")
+    assert record["status"] == "failed" and not (tmp_path / "run" / "metrics.jsonl").exists()
     assert not marker.exists()
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablations.train.checkpoint_io import is_loadable
+from ablations.model.checkpoint import CheckpointError
+from ablations.train.checkpoint_io import checkpoint_problem
 from ablations.train.fit import resolve_ckpt_path
 from tests.conftest import REPO
 
@@ -38,11 +39,23 @@ def test_auto_resume_falls_back_from_a_truncated_last_ckpt(tmp_path: Path, caplo
     truncate(save(ckpts / "last.ckpt", 5))
     with caplog.at_level(logging.WARNING):
         assert resolve_ckpt_path("auto", tmp_path) == str(ckpts / "step-0000004.ckpt")
-    assert "last.ckpt is corrupt or partial" in caplog.text
+    assert "last.ckpt: not a readable checkpoint" in caplog.text
     truncate(ckpts / "step-0000004.ckpt")
     assert resolve_ckpt_path("auto", tmp_path) == str(ckpts / "step-0000002.ckpt")
     (ckpts / "step-0000002.ckpt").write_bytes(b"")
     assert resolve_ckpt_path("auto", tmp_path) is None  # nothing loads: a fresh start
+
+
+def test_an_explicit_checkpoint_that_does_not_load_is_refused_by_name(tmp_path: Path) -> None:
+    # `auto` falls back; an explicitly named checkpoint is the user's choice, so it fails, named, up front
+    last = save(tmp_path / "checkpoints" / "last.ckpt", 5)
+    assert resolve_ckpt_path("last", tmp_path) == resolve_ckpt_path(str(last), tmp_path) == str(last)
+    truncate(last)
+    for ckpt_path in ("last", str(last)):
+        with pytest.raises(CheckpointError, match=r"last\.ckpt: not a readable checkpoint"):
+            resolve_ckpt_path(ckpt_path, tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"ckpt_path=last but .*last\.ckpt does not exist"):
+        resolve_ckpt_path("last", tmp_path / "elsewhere")
 
 
 def test_auto_resume_accepts_a_sharded_checkpoint_directory(tmp_path: Path) -> None:
@@ -50,7 +63,8 @@ def test_auto_resume_accepts_a_sharded_checkpoint_directory(tmp_path: Path) -> N
     last.mkdir(parents=True)
     (last / ".metadata").write_bytes(b"x")
     assert resolve_ckpt_path("auto", tmp_path) == str(last)
-    assert not is_loadable(tmp_path / "checkpoints")  # a directory without the metadata is not one
+    problem = checkpoint_problem(tmp_path / "checkpoints")  # a directory without the metadata is not one
+    assert problem is not None and "without distributed-checkpoint metadata" in problem
 
 
 @pytest.fixture

@@ -11,40 +11,17 @@ its folder or the folder above (where the training job keeps the tokenizer), unl
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ablations.model.architecture import MobileLLM
-from ablations.model.checkpoint import load_model_dir
+from ablations.model.checkpoint import load_checkpoint_data, load_model_dir
 from ablations.model.config import ModelConfig
 from ablations.model.hf_interop import import_llama
 
 LIGHTNING_PREFIX = "model."
-
-
-class UnsafeCheckpoint(ValueError):
-    """A checkpoint that cannot be read as plain data (tensors, numbers, strings, containers)."""
-
-
-def load_checkpoint_data(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """A `.ckpt` file's contents as data: tensors and plain containers only, never code (weights_only).
-
-    A file that needs anything else to load (a pickled object, a crafted payload) is refused, named.
-    """
-    try:
-        return torch.load(str(path), map_location=device, weights_only=True, mmap=True)
-    except pickle.UnpicklingError as error:
-        raise UnsafeCheckpoint(
-            f"{path}: refused: the checkpoint holds objects other than tensors and plain data, which loading "
-            f"would execute ({str(error).splitlines()[0]})"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as error:
-        raise UnsafeCheckpoint(
-            f"{path}: not a readable checkpoint ({type(error).__name__}: {error})"
-        ) from None
 
 
 def load_lightning_ckpt(path: str | Path, device: str | torch.device = "cpu") -> tuple[MobileLLM, dict]:

@@ -36,6 +36,7 @@ from ablations.job.config import JobConfig, composed_config, job_config
 from ablations.job.plan_report import print_plan
 from ablations.job.resume import changed_keys
 from ablations.model.budget import count_params, flops_per_token
+from ablations.model.checkpoint import CheckpointError
 from ablations.records.atomic import atomic_write_text
 from ablations.records.errors import ConfigError, DivergenceError, TrialPruned
 from ablations.records.lock import run_dir_lock
@@ -76,7 +77,7 @@ def validate(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> JobConfi
     problems = launch_problems(job, multirun) + missing_task_data(job.eval.tasks, job.eval.data_dir)
     try:
         resumed = resolve_ckpt_path(job.ckpt_path, run_dir)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, CheckpointError) as error:  # missing, unreadable or unsafe: named
         problems.append(str(error))
         resumed = None
     trained_with = read_trained_config(run_dir) if resumed is not None else None

@@ -4,12 +4,14 @@
     <dir>/model.safetensors   our state dict (stored blocks only)
     <dir>/tokenizer files     when a tokenizer is attached (HF `save_pretrained` layout)
 
-Training, evaluation and export all meet at this format; `hf_interop` converts it to/from LLaMA.
+Training, evaluation and export all meet at this format; `hf_interop` converts it to/from LLaMA. Lightning
+`.ckpt` files are read here too, as data only (`load_checkpoint_data`), by evaluation and by resume checks.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,29 @@ def save_model_dir(model: MobileLLM, out_dir: str | Path, tokenizer: Any = None)
 
 class CheckpointError(ValueError):
     """A model file that cannot be read (truncated, corrupted, not safetensors); the message names it."""
+
+
+class UnsafeCheckpoint(CheckpointError):
+    """A `.ckpt` that cannot be read as plain data (tensors, numbers, strings, containers)."""
+
+
+def load_checkpoint_data(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """A `.ckpt` file's contents as data: tensors and plain containers only, never code (weights_only;
+    memory-mapped, so checking a large checkpoint reads little of it).
+
+    A file that needs anything else to load (a pickled object, a crafted payload) is refused, named.
+    """
+    try:
+        return torch.load(str(path), map_location=device, weights_only=True, mmap=True)
+    except pickle.UnpicklingError as error:
+        raise UnsafeCheckpoint(
+            f"{path}: refused: the checkpoint holds objects other than tensors and plain data, which loading "
+            f"would execute ({str(error).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise UnsafeCheckpoint(
+            f"{path}: not a readable checkpoint ({type(error).__name__}: {error})"
+        ) from None
 
 
 def read_safetensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

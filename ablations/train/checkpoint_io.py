@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from ablations.model.checkpoint import CheckpointError, load_checkpoint_data
 from ablations.records.atomic import atomic_write
 
 log = logging.getLogger(__name__)
@@ -32,24 +33,28 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
-def is_loadable(path: Path) -> bool:
-    """A sharded checkpoint directory with its metadata, or a checkpoint file torch can open and read."""
+def checkpoint_problem(path: Path) -> str | None:
+    """Why training cannot resume from `path`, None when it can: a sharded directory needs its metadata, a
+    file must be a checkpoint torch reads as plain data (a pickled payload is refused, never run)."""
     if path.is_dir():
-        return any((path / marker).is_file() for marker in SHARDED_MARKERS)
+        if any((path / marker).is_file() for marker in SHARDED_MARKERS):
+            return None
+        return f"{path}: a directory without distributed-checkpoint metadata ({' or '.join(SHARDED_MARKERS)})"
     try:
-        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # truncated zip, bad pickle, empty file, …
-        return False
-    return True
+        load_checkpoint_data(path)
+    except CheckpointError as error:
+        return str(error)
+    return None
 
 
 def newest_loadable(last: Path, periodic: list[Path]) -> Path | None:
     """`last` if it loads, else the newest periodic checkpoint that does (a warning names each skipped
-    one), else None."""
+    one and why), else None."""
     for candidate in [last, *sorted(periodic, reverse=True)]:
         if not candidate.exists():
             continue
-        if is_loadable(candidate):
+        problem = checkpoint_problem(candidate)
+        if problem is None:
             return candidate
-        log.warning("checkpoint %s is corrupt or partial: skipped, trying an older one", candidate)
+        log.warning("checkpoint skipped (corrupt, partial or unsafe), trying an older one: %s", problem)
     return None

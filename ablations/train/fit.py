@@ -16,9 +16,9 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 
 from ablations.data.datamodule import TokenDataModule
 from ablations.model.architecture import MobileLLM
-from ablations.model.checkpoint import save_model_dir
+from ablations.model.checkpoint import CheckpointError, save_model_dir
 from ablations.records.metrics import METRICS_FILE, read_metrics
-from ablations.train.checkpoint_io import newest_loadable
+from ablations.train.checkpoint_io import checkpoint_problem, newest_loadable
 from ablations.train.module import LitMobileLLM
 from ablations.train.trainer import CKPT_DIR, LAST_CKPT, PERIODIC_GLOB
 
@@ -56,7 +56,8 @@ def checkpoint_counters(path: Path) -> tuple[int, int]:
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     """`auto`: resume from the run's newest checkpoint that loads (last.ckpt, a file or a sharded
     directory, else the newest `step-*.ckpt`, a warning naming each corrupt one skipped), else start fresh;
-    `last`: that checkpoint, which must exist; null: fresh; anything else: a checkpoint path."""
+    `last`: that checkpoint; null: fresh; anything else: a checkpoint path. An explicit checkpoint must
+    exist (FileNotFoundError) and load as plain data (CheckpointError naming why)."""
     ckpt_dir = run_dir / CKPT_DIR
     last = ckpt_dir / LAST_CKPT
     if ckpt_path in (None, "null", "none"):
@@ -64,13 +65,14 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     if ckpt_path == "auto":
         found = newest_loadable(last, list(ckpt_dir.glob(PERIODIC_GLOB)))
         return str(found) if found is not None else None
-    if ckpt_path == "last":
-        if not last.exists():
-            raise FileNotFoundError(f"ckpt_path=last but {last} does not exist")
-        return str(last)
-    if not Path(ckpt_path).exists():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
-    return ckpt_path
+    path = last if ckpt_path == "last" else Path(ckpt_path)
+    if not path.exists():
+        where = f" but {path}" if ckpt_path == "last" else ""
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}{where} does not exist")
+    problem = checkpoint_problem(path)  # it names the file
+    if problem is not None:
+        raise CheckpointError(problem)
+    return str(path)
 
 
 def last_checkpoint_counters(run_dir: Path) -> dict[str, int]:
