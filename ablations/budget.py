@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     seq_len = pop_option(overrides, "seq_len")
     device = pop_option(overrides, "device")
     world_size = pop_option(overrides, "world_size")
-    cfg = compose_config(overrides)
     try:
+        cfg = compose_config(overrides)
         job = job_config(cfg)
         print_summary(job.model, f"model={group_choice(cfg, 'model')}", int(seq_len) if seq_len else None)
         devices = GPUS_PER_NODE if job.trainer.devices == -1 else job.trainer.devices

@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     own, overrides = split_args(list(sys.argv[1:] if argv is None else argv))
     if "ckpt" not in own:
         raise SystemExit(__doc__)
-    cfg = compose_config(overrides)
     try:
-        record = evaluate_checkpoint(own["ckpt"], job_config(cfg).eval, own.get("out"), own.get("tokenizer"))
+        eval_cfg = job_config(compose_config(overrides)).eval
+        record = evaluate_checkpoint(own["ckpt"], eval_cfg, own.get("out"), own.get("tokenizer"))
     except BAD_INPUT as error:  # named in the message; a traceback would add nothing
         raise SystemExit(f"error: {error}") from None
     print_results(record["eval"], f"{own['ckpt']}  ({EVAL_RESULT_FILE} written)")

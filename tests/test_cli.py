@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ablations.job.config import compose_config, job_config
 from ablations.model.architecture import MobileLLM
 from ablations.model.checkpoint import load_model_dir
@@ -75,3 +77,15 @@ def test_unknown_keys_are_refused_before_anything_runs(tmp_path: Path) -> None:
         key = override.lstrip("+").split("=")[0]
         assert key in result.stderr + result.stdout, override
         assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["-m", "ablations.budget"], ["-m", "ablations.evaluate", "ckpt=missing"], ["-m", "ablations.prepare"]],
+    ids=["budget", "evaluate", "prepare"],
+)
+def test_the_config_clis_name_a_bad_override_without_a_traceback(command: list[str]) -> None:
+    for override, named in (("eval.limit=abc", "full_key: eval.limit"), ("model=nosuch", "'model/nosuch'")):
+        result = run(*command, override)
+        assert result.returncode == 1 and result.stderr.startswith("error: invalid config:"), result.stderr
+        assert named in result.stderr and "Traceback" not in result.stderr

@@ -18,6 +18,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -104,8 +105,20 @@ def compose_config(overrides: list[str] | None = None, config_name: str = "confi
             f"config tree not found at {CONF_DIR}: install the project with `pip install -e .`"
         )
     register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=config_name, overrides=overrides or [], return_hydra_config=True)
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name=config_name, overrides=overrides or [], return_hydra_config=True)
+    except HydraException as error:  # a bad override or preset file: Hydra's message names it
+        raise ConfigError("config", [hydra_error_text(error)]) from None
+
+
+def hydra_error_text(error: HydraException) -> str:
+    """Hydra's message and its cause's (which names the key and the value), one bullet of a ConfigError:
+    continuation lines indented, without OmegaConf's type lines or Hydra's search path."""
+    text = str(error) if error.__cause__ is None else f"{error}: {error.__cause__}"
+    lines = [line.strip() for line in text.split("Config search path:")[0].splitlines()]
+    kept = [line for line in lines if line and not line.startswith(("reference_type=", "object_type="))]
+    return "\n    ".join(kept)
 
 
 def job_config(cfg: DictConfig) -> JobConfig:
