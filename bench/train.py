@@ -3,8 +3,10 @@
     python bench/train.py                 # CPU: tokens/s ratio (tiny, 125M at a short sequence) and the
                                           # chunked loss's peak memory against the plain loss
     python bench/train.py --steps 20      # more timed steps
-    python bench/train.py --gpu           # the same, and fail if no CUDA device is visible (the GPU mode
-                                          # runs whenever one is)
+    python bench/train.py --gpu           # the GPU mode alone (it also runs after the CPU part whenever
+                                          # CUDA is visible); fails without a CUDA device
+    python bench/train.py --gpu --gpu-models mobilellm_125m   # one model (each takes a few minutes)
+    bash bench/gpu.sh wheels|run          # the GPU mode on a machine without this project's dependencies
 
 GPU mode: MFU of mobilellm_125m and mobilellm_350m at seq 2048, bf16 autocast, the chunked loss, with and
 without torch.compile and activation checkpointing, and each run's peak memory beside the memory plan's
@@ -248,27 +250,31 @@ def main() -> None:
         help="micro-batch for the GPU MFU measurement (capped to what fits)",
     )
     parser.add_argument(
-        "--gpu", action="store_true", help="require the GPU mode (it runs whenever CUDA is there)"
+        "--gpu-models",
+        default="mobilellm_125m,mobilellm_350m",
+        help="comma-separated model presets the GPU mode measures",
+    )
+    parser.add_argument(
+        "--gpu", action="store_true", help="the GPU mode only; fail if no CUDA device is visible"
     )
     args = parser.parse_args()
     if args.gpu and not torch.cuda.is_available():
         raise SystemExit("--gpu: no CUDA device is visible")
-    tiny = job_config(compose_config(["model=tiny"])).model
-    m125 = job_config(compose_config(["model=mobilellm_125m"])).model
-    m350 = job_config(compose_config(["model=mobilellm_350m"])).model
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    ls = dataclasses.replace(tiny, sharing_scheme="immediate", sharing_repeats=2)
-    compare_on_cpu("tiny", tiny, 16, 256, args.steps, args.rounds)
-    compare_on_cpu("tiny, immediate x2 (twin: 8 layers)", ls, 16, 256, args.steps, args.rounds)
-    compare_on_cpu("mobilellm_125m (seq 128)", m125, 1, 128, args.steps, args.rounds)
-    compare_loss_memory_on_cpu(dataclasses.replace(tiny, vocab_size=32000), 4, 512, chunk_tokens=512)
-    if torch.cuda.is_available():
-        for name, cfg in (("mobilellm_125m", m125), ("mobilellm_350m", m350)):
-            mfu_on_gpu(name, cfg, args.gpu_batch, steps=max(10, args.steps))
-    else:
-        print(
-            "no GPU: MFU of mobilellm_125m and _350m at seq 2048 (bf16, ± compile, ± checkpointing) needs one"
-        )
+    if not args.gpu:
+        tiny = job_config(compose_config(["model=tiny"])).model
+        m125 = job_config(compose_config(["model=mobilellm_125m"])).model
+        ls = dataclasses.replace(tiny, sharing_scheme="immediate", sharing_repeats=2)
+        compare_on_cpu("tiny", tiny, 16, 256, args.steps, args.rounds)
+        compare_on_cpu("tiny, immediate x2 (twin: 8 layers)", ls, 16, 256, args.steps, args.rounds)
+        compare_on_cpu("mobilellm_125m (seq 128)", m125, 1, 128, args.steps, args.rounds)
+        compare_loss_memory_on_cpu(dataclasses.replace(tiny, vocab_size=32000), 4, 512, chunk_tokens=512)
+    if not torch.cuda.is_available():
+        print("no GPU: MFU at seq 2048 (bf16, ± compile, ± checkpointing) needs one")
+        return
+    for name in args.gpu_models.split(","):
+        cfg = job_config(compose_config([f"model={name}"])).model
+        mfu_on_gpu(name, cfg, args.gpu_batch, steps=max(10, args.steps))
 
 
 if __name__ == "__main__":
