@@ -90,6 +90,19 @@ def test_a_crafted_checkpoint_is_refused_and_its_payload_never_runs(tmp_path: Pa
     assert not marker.exists()
 
 
+def test_a_config_cannot_call_code_through_a_callback_target(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    write = f"{{_target_: pathlib.Path.write_text, _args_: [{{_target_: pathlib.Path, _args_: ['{marker}']}}, x]}}"
+    nested = f"{{_target_: tests.ddp_probe.RankProbe, out_dir: {{_target_: pathlib.Path.mkdir, self: '{marker}'}}}}"
+    cfg = compose_config([*TINY, tokens(2), f"+callbacks.write={write}", f"+callbacks.nested={nested}"])
+    with pytest.raises(ConfigError) as error:
+        run_job(cfg, tmp_path / "run", name="v")
+    message = str(error.value)
+    assert "callbacks.write._target_=pathlib.Path.write_text: not an importable class" in message
+    assert "callbacks.nested: nested `_target_` at ['out_dir']" in message
+    assert not marker.exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_a_corrupt_safetensors_file_is_named(tmp_path: Path) -> None:
     save_model_dir(MobileLLM(small_config()), tmp_path)
     weights = tmp_path / "model.safetensors"

@@ -133,7 +133,7 @@ def job_config(cfg: DictConfig) -> JobConfig:
         except ConfigError as error:
             problems += [f"{f.name}: {v}" for v in error.violations]
         except OmegaConfBaseException as error:  # a missing mandatory value (`???`), a bad interpolation
-            problems.append(f"{f.name}: {_first_line(error)}")
+            problems.append(f"{f.name}: {first_line(error)}")
     if problems:
         raise ConfigError("job config", problems)
     job = JobConfig(**values)
@@ -170,7 +170,8 @@ def unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> list[str]:
     return problems
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when the message is empty)."""
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
@@ -32,7 +32,7 @@ from ablations.data.shards import read_manifest
 from ablations.data.tokenizer import check_vocab_fits
 from ablations.eval.evaluation import run_evaluation
 from ablations.eval.tasks import missing_task_data
-from ablations.job.config import JobConfig, composed_config, job_config
+from ablations.job.config import JobConfig, composed_config, first_line, job_config
 from ablations.job.plan_report import print_plan
 from ablations.job.resume import changed_keys
 from ablations.model.budget import count_params, flops_per_token
@@ -75,6 +75,7 @@ def validate(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> JobConfi
     and what it may change, the evaluation data (one ConfigError lists all broken rules)."""
     job = job_config(cfg)
     problems = launch_problems(job, multirun) + missing_task_data(job.eval.tasks, job.eval.data_dir)
+    problems += callback_problems(job.callbacks)
     try:
         resumed = resolve_ckpt_path(job.ckpt_path, run_dir)
     except (FileNotFoundError, CheckpointError) as error:  # missing, unreadable or unsafe: named
@@ -325,9 +326,44 @@ def trained_fields(trained: TrainResult, job_plan: JobPlan) -> dict[str, Any]:
     }
 
 
+def callback_problems(callbacks: dict[str, Any]) -> list[str]:
+    """User callbacks must each name a Lightning Callback class, with plain arguments: Hydra's `_target_` can
+    call any importable function (e.g. `pathlib.Path.write_text`), and a config must never act by itself."""
+    problems = []
+    for name, node in callbacks.items():
+        key = f"callbacks.{name}"
+        target = node.get("_target_") if isinstance(node, dict) else None
+        if not isinstance(target, str):
+            problems.append(f"{key}: must be a mapping with `_target_: <a lightning Callback class>`")
+            continue
+        try:
+            callback_class = get_class(target)
+        except Exception as error:  # not importable, or not a class
+            problems.append(
+                f"{key}._target_={target}: not an importable class ({first_line(error.__cause__ or error)})"
+            )
+            continue
+        if not issubclass(callback_class, L.Callback):
+            problems.append(f"{key}._target_={target}: not a lightning Callback subclass")
+        nested = [path for path in _target_paths(node) if path]
+        if nested:
+            problems.append(f"{key}: nested `_target_` at {nested} (arguments must be plain values)")
+    return problems
+
+
+def _target_paths(node: Any, path: str = "") -> list[str]:
+    """Dotted paths of every `_target_` key in a nested mapping/list ("" for the top level)."""
+    found = [path] if isinstance(node, dict) and "_target_" in node else []
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    for key, child in children:
+        found += _target_paths(child, f"{path}.{key}".lstrip("."))
+    return found
+
+
 def extra_callbacks(job: JobConfig) -> dict[str, L.Callback]:
-    """User callbacks (`+callbacks.NAME={_target_: …}`) and, for a search trial, the pruning callback."""
-    callbacks = {key: instantiate(node) for key, node in job.callbacks.items()}
+    """User callbacks (`+callbacks.NAME={_target_: …}`, checked by `callback_problems`) and, for a search
+    trial, the pruning callback."""
+    callbacks = {key: instantiate(node, _recursive_=False) for key, node in job.callbacks.items()}
     if job.optuna.trial_number is not None:
         callbacks["optuna"] = OptunaPruning(job.optuna)
     return callbacks
