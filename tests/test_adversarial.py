@@ -256,6 +256,37 @@ def test_a_missing_checkpoint_or_eval_file_is_refused_before_training(tmp_path: 
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_a_trained_tokenizer_larger_than_the_model_vocabulary_is_refused_before_it_is_trained(
+    tmp_path: Path,
+) -> None:
+    cache = tmp_path / "cache"
+    cfg = compose_config([*TINY, tokens(2), "model.vocab_size=300", f"tokenizer.cache_dir={cache}"])
+    with pytest.raises(ConfigError, match=r"tokenizer.vocab_size=4096 > model.vocab_size=300"):
+        run_job(cfg, tmp_path / "run", name="v")
+    assert not cache.exists()  # no tokenizer was trained, no shard built
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_trainer_and_eval_devices_this_machine_lacks_are_refused_before_data(tmp_path: Path) -> None:
+    overrides = ["trainer.precision=bogus", "trainer.accelerator=tpu", "eval=smoke", "eval.device=cuda:7"]
+    with pytest.raises(ConfigError) as error:
+        run_job(compose_config([*TINY, tokens(2), *overrides]), tmp_path / "bad", name="v")
+    message = str(error.value)
+    assert "trainer.precision='bogus' is not one of" in message and "trainer.accelerator='tpu'" in message
+    with pytest.raises(ConfigError) as error:
+        run_job(
+            compose_config([*TINY, tokens(2), "trainer=gpu", "eval=smoke", "eval.device=cuda:7"]),
+            tmp_path / "gpu",
+            name="v",
+        )
+    message = str(error.value)
+    assert "trainer.accelerator=gpu but no CUDA device is visible" in message
+    assert "eval.device=cuda:7 but 0 CUDA device(s) are visible" in message
+    assert not (tmp_path / "gpu" / "checkpoints").exists()
+    # a plan is made anywhere: a login node without GPUs plans a GPU run
+    assert run_job(compose_config(["trainer=gpu", "plan_only=true"]), tmp_path / "plan", name="v") is not None
+
+
 def test_a_failure_after_training_keeps_the_training_results(tmp_path: Path) -> None:
     data = tmp_path / "benchmarks" / "piqa"
     data.mkdir(parents=True)

@@ -54,7 +54,7 @@ def launched_records(tmp_path: Path) -> list[dict]:
 
 
 def check_first_search(tmp_path: Path, storage: str) -> optuna.Study:
-    # 2000 layers never fit 1M parameters at smoke size; a 300-token vocabulary fails at run time (the
+    # 2000 layers never fit 1M parameters at smoke size; a 300-token vocabulary fails validation (the
     # tokenizer has 4096): the grid holds 2 feasible trials (1 completes, 1 fails) and 2 over-budget ones
     first = search(
         tmp_path,
@@ -75,8 +75,10 @@ def check_first_search(tmp_path: Path, storage: str) -> optuna.Study:
             assert trial.params["model.n_layers"] == 2000 and "> budget" in trial.user_attrs["infeasible"]
     records = launched_records(tmp_path)
     assert len(records) == 2  # over-budget trials never got a run dir
-    assert all(r["params"]["total"] <= MAX_PARAMS for r in records)
-    assert sorted(r["status"] for r in records) == ["complete", "failed"]
+    complete, failed = sorted(records, key=lambda r: r["status"])
+    assert (complete["status"], failed["status"]) == ("complete", "failed")
+    assert complete["params"]["total"] <= MAX_PARAMS
+    assert "tokenizer.vocab_size=4096 > model.vocab_size=300" in failed["error"]
     assert all(r["axes"]["study"] == "budget_125m" for r in records)
     return study
 

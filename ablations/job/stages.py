@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import get_class, instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
@@ -76,6 +77,13 @@ def validate(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> JobConfi
     job = job_config(cfg)
     problems = launch_problems(job, multirun) + missing_task_data(job.eval.tasks, job.eval.data_dir)
     problems += callback_problems(job.callbacks)
+    if not job.plan_only:  # a plan is made anywhere (a login node); a run needs the devices it names
+        problems += device_problems(job)
+    if job.tokenizer.kind == "trained" and job.tokenizer.vocab_size > job.model.vocab_size:
+        problems.append(  # known before the tokenizer is trained (minutes on a real corpus)
+            f"tokenizer.vocab_size={job.tokenizer.vocab_size} > model.vocab_size={job.model.vocab_size}: ids >= "
+            f"{job.model.vocab_size} would index past the embedding; set model.vocab_size >= tokenizer.vocab_size"
+        )
     try:
         resumed = resolve_ckpt_path(job.ckpt_path, run_dir)
     except (FileNotFoundError, CheckpointError) as error:  # missing, unreadable or unsafe: named
@@ -384,6 +392,18 @@ def finish_wandb() -> None:
     wandb = sys.modules.get("wandb")  # imported only if a W&B logger ran
     if wandb is not None and wandb.run is not None:
         wandb.finish()
+
+
+def device_problems(job: JobConfig) -> list[str]:
+    """CUDA devices the job asks for (training accelerator, evaluation device) that this machine lacks."""
+    visible = torch.cuda.device_count()
+    problems = []
+    if job.trainer.accelerator in ("gpu", "cuda") and visible == 0:
+        problems.append(f"trainer.accelerator={job.trainer.accelerator} but no CUDA device is visible")
+    index = job.eval.device.partition(":")[2]
+    if job.eval.tasks and job.eval.device.startswith("cuda") and int(index or 0) >= visible:
+        problems.append(f"eval.device={job.eval.device} but {visible} CUDA device(s) are visible")
+    return problems
 
 
 def launch_problems(job: JobConfig, multirun: bool) -> list[str]:

@@ -17,6 +17,9 @@ PAPER_GLOBAL_BATCH_TOKENS = 1024 * 2048  # 32 GPUs × 32 sequences × 2048 token
 STRATEGIES: tuple[str, ...] = ("auto", "ddp", "ddp_spawn", "fsdp")
 FSDP_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 CLUSTERS: tuple[str, ...] = ("auto", "slurm")
+ACCELERATORS: tuple[str, ...] = ("auto", "cpu", "gpu", "cuda")
+# Lightning's precision names (the short aliases 32/16/bf16 are its deprecated spellings)
+PRECISIONS: tuple[str, ...] = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 
 
 @dataclass
@@ -140,7 +143,7 @@ class TrainerConfig:
     """Where and how the Lightning Trainer runs a job: devices, strategy, precision (conf/trainer/)."""
 
     accelerator: str = "cpu"
-    """Lightning's accelerator name: `cpu`, `gpu` or `auto`."""
+    """Lightning's accelerator name: `cpu`, `gpu` (= `cuda`) or `auto`."""
     devices: int = 1
     """Devices per node; -1 = every visible device."""
     num_nodes: int = 1
@@ -170,6 +173,10 @@ class TrainerConfig:
         problems = []
         if self.strategy not in STRATEGIES:
             problems.append(f"trainer.strategy={self.strategy!r} is not one of {STRATEGIES}")
+        if self.accelerator not in ACCELERATORS:
+            problems.append(f"trainer.accelerator={self.accelerator!r} is not one of {ACCELERATORS}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"trainer.precision={self.precision!r} is not one of {PRECISIONS}")
         if self.cluster not in CLUSTERS:
             problems.append(f"trainer.cluster={self.cluster!r} is not one of {CLUSTERS}")
         if self.devices == 0 or self.devices < -1:
