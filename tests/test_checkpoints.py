@@ -56,6 +56,10 @@ def test_an_explicit_checkpoint_that_does_not_load_is_refused_by_name(tmp_path: 
             resolve_ckpt_path(ckpt_path, tmp_path)
     with pytest.raises(FileNotFoundError, match=r"ckpt_path=last but .*last\.ckpt does not exist"):
         resolve_ckpt_path("last", tmp_path / "elsewhere")
+    weights = tmp_path / "weights.pt"  # torch data, but no training checkpoint
+    torch.save({"w": torch.zeros(2)}, weights)
+    with pytest.raises(CheckpointError, match=r"weights\.pt: not a Lightning training checkpoint"):
+        resolve_ckpt_path(str(weights), tmp_path)
 
 
 def test_auto_resume_accepts_a_sharded_checkpoint_directory(tmp_path: Path) -> None:

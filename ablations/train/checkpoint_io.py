@@ -35,15 +35,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def checkpoint_problem(path: Path) -> str | None:
     """Why training cannot resume from `path`, None when it can: a sharded directory needs its metadata, a
-    file must be a checkpoint torch reads as plain data (a pickled payload is refused, never run)."""
+    file must be a Lightning checkpoint torch reads as plain data (a pickled payload is refused, never run)."""
     if path.is_dir():
         if any((path / marker).is_file() for marker in SHARDED_MARKERS):
             return None
         return f"{path}: a directory without distributed-checkpoint metadata ({' or '.join(SHARDED_MARKERS)})"
     try:
-        load_checkpoint_data(path)
+        data = load_checkpoint_data(path)
     except CheckpointError as error:
         return str(error)
+    if not isinstance(data, dict) or not isinstance(data.get("state_dict"), dict):
+        return f"{path}: not a Lightning training checkpoint (it has no `state_dict`)"
     return None
 
 
