@@ -213,6 +213,22 @@ def test_resume_refuses_a_changed_config_unless_allowed(tmp_path: Path) -> None:
     assert run_job(allowed, tmp_path, name="v")["status"] == "complete"
 
 
+def test_resume_refuses_a_reshaping_change_even_when_allowed_and_keeps_the_runs_record(
+    tmp_path: Path,
+) -> None:
+    base = [*TINY, tokens(3)]
+    assert run_job(compose_config(base), tmp_path, name="v")["status"] == "complete"
+    interrupted = {**read_result(tmp_path), "status": "interrupted"}  # as a pre-empted run leaves it
+    write_result(tmp_path, interrupted)
+    reshaped = [*base, "model.dim=64", "resume_allow_changes=[model.dim,model.no_such_key]"]
+    with pytest.raises(ConfigError) as refused:
+        run_job(compose_config(reshaped), tmp_path, name="v")
+    message = str(refused.value)
+    assert "the model config changes" in message and "(128,) → (64,)" in message
+    assert "resume_allow_changes: 'model.no_such_key' names no key of the job config" in message
+    assert read_result(tmp_path) == interrupted  # the refused attempt lost nothing of the run's record
+
+
 # ------------------------------------------------------------ bad input named before compute is spent
 
 

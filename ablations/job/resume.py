@@ -11,6 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
+from ablations.model.architecture import MobileLLM
+from ablations.model.config import ModelConfig
+
 # key prefixes a resumed run may always change
 OPERATIONAL: tuple[str, ...] = (
     "eval.",
@@ -74,3 +79,30 @@ def changed_keys(previous: dict[str, Any], current: dict[str, Any], allowed: lis
         if old.get(key) != new.get(key) and not is_allowed(key, (*OPERATIONAL, *allowed)):
             changes.append(f"{key}: {old.get(key)!r} → {new.get(key)!r}")
     return changes
+
+
+def unknown_allowances(allowed: list[str], job: dict[str, Any]) -> list[str]:
+    """Entries of `resume_allow_changes` that cover no key of the job config (a typo allows nothing)."""
+    keys = list(flatten(job))
+    return [
+        f"resume_allow_changes: {entry!r} names no key of the job config"
+        for entry in allowed
+        if not any(is_allowed(key, [entry]) for key in keys)
+    ]
+
+
+def shape_changes(trained_with: dict[str, Any], model: ModelConfig) -> list[str]:
+    """`name: old shape → new shape` for each parameter the changed model config reshapes (or adds or
+    drops): the checkpoint's weights cannot load into it, whatever `resume_allow_changes` allows."""
+    if trained_with == model.to_dict():
+        return []
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        old = {
+            k: tuple(v.shape) for k, v in MobileLLM(ModelConfig.from_dict(trained_with)).state_dict().items()
+        }
+        new = {k: tuple(v.shape) for k, v in MobileLLM(model).state_dict().items()}
+    return [
+        f"parameter {name}: {old.get(name)} → {new.get(name)} (the checkpoint's weights cannot load)"
+        for name in sorted(set(old) | set(new))
+        if old.get(name) != new.get(name)
+    ]

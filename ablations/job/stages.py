@@ -35,7 +35,7 @@ from ablations.eval.evaluation import run_evaluation
 from ablations.eval.tasks import missing_task_data
 from ablations.job.config import JobConfig, composed_config, first_line, job_config
 from ablations.job.plan_report import print_plan
-from ablations.job.resume import changed_keys
+from ablations.job.resume import changed_keys, shape_changes, unknown_allowances
 from ablations.model.budget import count_params, flops_per_token
 from ablations.model.checkpoint import CheckpointError
 from ablations.records.atomic import atomic_write_text
@@ -84,18 +84,9 @@ def validate(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> JobConfi
             f"tokenizer.vocab_size={job.tokenizer.vocab_size} > model.vocab_size={job.model.vocab_size}: ids >= "
             f"{job.model.vocab_size} would index past the embedding; set model.vocab_size >= tokenizer.vocab_size"
         )
-    try:
-        resumed = resolve_ckpt_path(job.ckpt_path, run_dir)
-    except (FileNotFoundError, CheckpointError) as error:  # missing, unreadable or unsafe: named
-        problems.append(str(error))
-        resumed = None
-    trained_with = read_trained_config(run_dir) if resumed is not None else None
-    if trained_with is not None:
-        current = json.loads(json.dumps(mask_secrets(dataclasses.asdict(job)), default=str))  # as stored
-        problems += [
-            f"resuming {resumed} with a changed config (allow with resume_allow_changes=[KEY,...]): {change}"
-            for change in changed_keys(trained_with, current, job.resume_allow_changes)
-        ]
+    current = json.loads(json.dumps(mask_secrets(dataclasses.asdict(job)), default=str))  # as stored
+    problems += unknown_allowances(job.resume_allow_changes, current)
+    problems += resume_problems(job, current, run_dir)
     if problems:
         raise ConfigError("job", problems)
     return job
@@ -240,8 +231,8 @@ def run_locked_job(
         return previous
     try:
         job = validate(cfg, run_dir, multirun)
-    except ConfigError as error:  # nothing was built; the variant is still recorded, as failed
-        if previous is None or previous.get("status") != "complete":
+    except ConfigError as error:  # nothing was built; a new variant is still recorded, as failed
+        if previous is None or previous.get("status") == "failed":  # an earlier run's record stays
             record(
                 run_dir, {"status": "failed", **identity, "config": composed_config(cfg), "error": str(error)}
             )
@@ -306,17 +297,36 @@ def start_record(
     }
     record(run_dir, values)
     fresh = resolve_ckpt_path(job.ckpt_path, run_dir) is None
-    if rank_zero_only.rank == 0 and (fresh or read_trained_config(run_dir) is None):
+    if rank_zero_only.rank == 0 and (fresh or not (run_dir / TRAINED_CONFIG_FILE).is_file()):
         atomic_write_text(
             run_dir / TRAINED_CONFIG_FILE, json.dumps(values["config"], indent=2, default=str) + "\n"
         )
     return values
 
 
-def read_trained_config(run_dir: Path) -> dict[str, Any] | None:
-    """The config the run dir's checkpoints were trained with (written when training first started)."""
+def resume_problems(job: JobConfig, current: dict[str, Any], run_dir: Path) -> list[str]:
+    """The checkpoint a run resumes from must load, and the config may differ from the one it was trained
+    with (`current`, as stored) only where resuming allows and the parameter shapes stay the same."""
+    try:
+        resumed = resolve_ckpt_path(job.ckpt_path, run_dir)
+    except (FileNotFoundError, CheckpointError) as error:  # missing, unreadable or unsafe: named
+        return [str(error)]
     path = run_dir / TRAINED_CONFIG_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if resumed is None or not path.is_file():
+        return []
+    try:
+        trained_with = json.loads(path.read_text())
+    except ValueError as error:
+        return [f"{path}: unreadable ({error}); it records the config the checkpoints were trained with"]
+    problems = [
+        f"resuming {resumed} with a changed config (allow with resume_allow_changes=[KEY,...]): {change}"
+        for change in changed_keys(trained_with, current, job.resume_allow_changes)
+    ]
+    reshaped = shape_changes(trained_with["model"], job.model)
+    if reshaped:
+        problems.append(f"resuming {resumed}: the model config changes {len(reshaped)} parameter shape(s), "
+                        f"e.g. {'; '.join(reshaped[:3])}")  # fmt: skip
+    return problems
 
 
 def trained_fields(trained: TrainResult, job_plan: JobPlan) -> dict[str, Any]:
