@@ -168,20 +168,27 @@ def test_embedded_corpus_shards_record_interpreter_and_hash(tokenizer, cache: Pa
     assert manifest["tokens"] == sum(s["tokens"] for s in manifest["splits"].values())
 
 
-def test_the_embedded_corpus_is_the_same_in_every_process() -> None:
-    """A fresh interpreter reads the (default-sized) corpus this pytest process (which replaced sys.unraisablehook) reads:
-    same text, so every process of a job finds the same shard key."""
+def test_the_embedded_corpus_is_the_same_in_every_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh interpreter reads the (default-sized) corpus this process reads, although libraries here
+    replaced members of built-in modules (pytest: the sys hooks; wandb.init: sys.exit, as done here): same
+    text, so every process of a job, and every job of a multirun, finds the same shard key."""
     import hashlib
     import subprocess
     import sys
 
     from ablations.data.config import DataConfig
 
+    def replaced_exit(code: object = None) -> None:
+        """wandb's sys.exit wrapper."""
+
+    monkeypatch.setattr(sys, "exit", replaced_exit)
+    embedded_documents.cache_clear()
     DEFAULT_BYTES = DataConfig().embedded_max_bytes
     code = "import hashlib; from ablations.data.corpus import embedded_documents as e; "
     code += f"print(hashlib.sha256(chr(0).join(e({DEFAULT_BYTES})).encode()).hexdigest())"
     fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     here = hashlib.sha256(chr(0).join(embedded_documents(DEFAULT_BYTES)).encode()).hexdigest()
+    embedded_documents.cache_clear()
     assert fresh.stdout.strip() == here
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import functools
 import glob
 import hashlib
-import inspect
 import itertools
 import json
+import subprocess
 import sys
 import sysconfig
 from collections.abc import Iterator
@@ -69,22 +69,32 @@ def _pydoc_topics() -> list[str]:
     return [f"{name}\n\n{topics[name]}" for name in sorted(topics)]
 
 
+# Run in a fresh interpreter (-I -S: no site, no environment): members that this process's libraries have
+# replaced (pytest's sys hooks, wandb's sys.exit, …) would otherwise change the text, and the shard keys.
+_BUILTIN_DOCSTRINGS = """
+import inspect, json, sys
+docs = []
+for name in sorted(sys.builtin_module_names):
+    module = sys.modules.get(name) or __import__(name)
+    parts = [f"Help on built-in module {name}:\\n\\n{inspect.getdoc(module) or ''}"]
+    for member_name, member in sorted(vars(module).items()):
+        # callables and classes only: data attributes (sys.path, …) vary between runs
+        if member_name.startswith("_") or not (inspect.isroutine(member) or inspect.isclass(member)):
+            continue
+        doc = inspect.getdoc(member)
+        if doc:
+            parts.append(f"{name}.{member_name}\\n{doc}")
+    docs.append("\\n\\n".join(parts))
+print(json.dumps(docs))
+"""
+
+
 def _builtin_docstrings() -> list[str]:
-    docs = []
-    for name in sorted(sys.builtin_module_names):
-        module = sys.modules.get(name) or __import__(name)
-        parts = [f"Help on built-in module {name}:\n\n{inspect.getdoc(module) or ''}"]
-        for member_name, member in sorted(vars(module).items()):
-            # callables and classes only: data attributes (sys.path, …) vary between runs
-            if name == "sys" and member_name.endswith("hook"):  # programs replace hooks (pytest does):
-                member = getattr(sys, f"__{member_name}__", member)  # the original, which sys keeps
-            if member_name.startswith("_") or not (inspect.isroutine(member) or inspect.isclass(member)):
-                continue
-            doc = inspect.getdoc(member)
-            if doc:
-                parts.append(f"{name}.{member_name}\n{doc}")
-        docs.append("\n\n".join(parts))
-    return docs
+    """The docstrings of the built-in (C) modules and their members, as a fresh interpreter has them."""
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", _BUILTIN_DOCSTRINGS], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout)
 
 
 def _stdlib_sources() -> Iterator[str]:
