@@ -352,11 +352,13 @@ def finish_wandb() -> None:
 
 def launch_problems(job: JobConfig, multirun: bool) -> list[str]:
     """Launches known to go wrong, refused before anything starts."""
-    many = job.trainer.devices == -1 or job.trainer.devices > 1
-    reexecuted = job.trainer.strategy in ("ddp", "fsdp")
+    many = job.trainer.devices == -1 or job.trainer.devices > 1 or job.trainer.num_nodes > 1
+    reexecuted = job.trainer.strategy in ("ddp", "fsdp", "auto")  # Lightning's auto on several devices is ddp
     if multirun and reexecuted and many and "SLURM_JOB_ID" not in os.environ:
         return [
-            f"trainer.strategy={job.trainer.strategy} re-executes the command line for ranks >= 1, so under a "
-            "local multirun each rank would start its own sweep: use trainer=ddp_spawn, or hydra/launcher=slurm"
+            f"trainer.strategy={job.trainer.strategy} with trainer.devices={job.trainer.devices}, "
+            f"trainer.num_nodes={job.trainer.num_nodes} re-executes the command line for ranks >= 1, so under a "
+            "local multirun each rank would start its own sweep: use trainer.strategy=ddp_spawn (trainer=ddp_spawn "
+            "or trainer=ddp_cpu), or hydra/launcher=slurm"
         ]
     return []
