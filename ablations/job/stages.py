@@ -225,7 +225,10 @@ def run_locked_job(
     cfg: DictConfig, run_dir: Path, identity: dict[str, Any], multirun: bool
 ) -> dict[str, Any]:
     """`run_job` once the run dir is this process's: a complete record stays as it is unless forced."""
-    previous = read_result(run_dir)
+    try:
+        previous = read_result(run_dir)
+    except ValueError as error:  # a corrupt record is bad input: named and kept, nothing built
+        raise ConfigError("run dir", [f"{error}: fix it or move it away to run this job here"]) from error
     if previous is not None and previous.get("status") == "complete" and not cfg.get("force"):
         log.info("%s: its record is complete; nothing to do (force=true runs it again)", run_dir)
         return previous
