@@ -10,7 +10,8 @@ Column names (one row per record):
 - `result/eval/paper_avg`, `result/eval/paper_avg_metric/<task>`, `result/eval/samples_dir`
 
 A record that failed, diverged or is still running keeps its row (its metric columns are empty), so
-nothing is silently dropped; unreadable files become rows with status `unreadable`.
+nothing is silently dropped; unreadable files, and records of the wrong structure (a section that is
+not an object, a metric that is not a number), become rows with status `unreadable` naming the file.
 """
 
 from __future__ import annotations
@@ -52,12 +53,42 @@ def find_result_files(sources: Iterable[str | Path]) -> list[Path]:
     return list(dict.fromkeys(p.resolve() for p in found))  # keep order, drop duplicates
 
 
+SECTIONS = ("axes", "config", "params", "train", "eval", "versions")  # JSON objects (or null)
+SCALARS = ("status", "name", "sweep", "seed", "error", "schema", "flops_per_token", "tokens_seen")
+METRICS = {m for metric in DEFAULT_PAPER_AVG_METRIC.values() for m in (metric, f"{metric}_stderr")}
+
+
+def structure_problem(record: dict[str, Any]) -> str | None:
+    """What makes a parsed record unusable as a table row (a wrong JSON type), or None."""
+    for key in SECTIONS:
+        if record.get(key) is not None and not isinstance(record[key], dict):
+            return f"`{key}` must be an object, not {type(record[key]).__name__}"
+    for key in SCALARS:
+        if isinstance(record.get(key), (dict, list)):
+            return f"`{key}` must be a single value, not {type(record[key]).__name__}"
+    tasks = (record.get("eval") or {}).get("tasks")
+    if tasks is not None and not isinstance(tasks, dict):
+        return f"`eval.tasks` must be an object, not {type(tasks).__name__}"
+    for task, scores in (tasks or {}).items():
+        if not isinstance(scores, dict):
+            return f"`eval.tasks.{task}` must be an object, not {type(scores).__name__}"
+        for metric in METRICS & scores.keys():
+            value = scores[metric]
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                return f"`eval.tasks.{task}.{metric}` must be a number, not {type(value).__name__}"
+    return None
+
+
 def load_record(path: Path) -> dict[str, Any]:
-    """One record with `run_dir` added; an unreadable file becomes a record with status `unreadable`."""
+    """One record with `run_dir` added; an unreadable file, or one of the wrong structure (see
+    `structure_problem`), becomes a record with status `unreadable` naming the file and the problem."""
     try:
         record = read_result(path) or {"status": "unreadable", "error": f"{path}: no such file"}
     except ValueError as exc:
         record = {"status": "unreadable", "name": path.parent.name, "error": str(exc)}
+    problem = structure_problem(record)
+    if problem:
+        record = {"status": "unreadable", "name": path.parent.name, "error": f"{path}: {problem}"}
     record["run_dir"] = str(path.parent)
     return record
 

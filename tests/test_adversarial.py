@@ -145,6 +145,16 @@ def test_a_complete_record_is_never_overwritten_without_force(tmp_path: Path) ->
     assert forced.returncode == 0 and (tmp_path / "result.json").stat().st_mtime_ns != stamp
 
 
+def test_a_corrupt_result_record_in_the_run_dir_is_bad_input_named_and_kept(tmp_path: Path) -> None:
+    (tmp_path / "result.json").write_text('{"status": "compl')
+    run = run_py(*TINY, tokens(3), f"hydra.run.dir={tmp_path}")
+    assert run.returncode == 2, run.stderr[-2000:]  # bad input, not a failed run
+    assert f"{tmp_path / 'result.json'}: unreadable result record" in run.stdout + run.stderr
+    assert "Traceback" not in run.stderr
+    assert (tmp_path / "result.json").read_text() == '{"status": "compl'  # nothing lost
+    assert not (tmp_path / "checkpoints").exists()  # nothing built
+
+
 def test_a_torn_last_metrics_line_is_skipped_and_rewound(tmp_path: Path) -> None:
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 0, "train/loss": 5.0}\n{"step": 1, "train/loss": 4.0}\n{"step": 2, "tra')

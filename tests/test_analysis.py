@@ -231,3 +231,26 @@ def test_the_job_configs_top_level_keys_never_mask_the_records_name() -> None:
         1,
         64,
     )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"schema": 1, "status": "complete", "eval": "garbage"}',
+        '{"schema": 1, "status": "complete", "axes": [1, 2]}',
+        '{"schema": 1, "status": ["complete"]}',
+        '{"schema": 1, "status": "complete", "eval": {"tasks": {"piqa": {"acc": "high"}}}}',
+    ],
+)
+def test_a_record_of_the_wrong_structure_is_named_unreadable_and_the_table_is_built(
+    body: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "result.json").write_text(body)
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "result.json").write_text('{"schema": 1, "status": "running", "name": "ok"}')
+    assert main([str(tmp_path), "--out", str(tmp_path / "out"), "--table", "table2"]) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'bad' / 'result.json'}: `" in out
+    frame = records_frame(load_records([tmp_path]))
+    assert sorted(frame["status"]) == ["running", "unreadable"]

@@ -296,3 +296,18 @@ def test_seq_len_longer_than_any_shard(tokenizer, cache: Path) -> None:
         DataError, match=rf"seq_len={longest} is longer than any shard \(the longest has {longest}"
     ):
         WindowIndex(open_split(shard_dir, manifest, "val"), longest, name=str(shard_dir))
+
+
+def test_a_shard_entry_outside_the_shard_directory_is_refused_naming_manifest_and_entry(
+    tokenizer, cache: Path, tmp_path: Path
+) -> None:
+    shard_dir = prepare_shards(data_cfg(tmp_path), tok_cfg(cache), tokenizer)
+    manifest_text = (shard_dir / MANIFEST).read_text()
+    outside = tmp_path / "outside.bin"  # the right size: only the containment check can refuse it
+    outside.write_bytes((shard_dir / "train_000000.bin").read_bytes())
+    for name in (f"../../{outside.name}", str(outside), ""):
+        manifest = json.loads(manifest_text)
+        manifest["splits"]["train"]["shards"][0]["file"] = name
+        (shard_dir / MANIFEST).write_text(json.dumps(manifest))
+        with pytest.raises(DataError, match=rf"{shard_dir / MANIFEST}: shard entry file='{name}'"):
+            read_manifest(shard_dir, verify_hashes=False)

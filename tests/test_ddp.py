@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from ablations.job.config import compose_config
-from ablations.job.stages import run_job
+from ablations.job.stages import run_job, validate
 from ablations.model.architecture import MobileLLM
 from ablations.model.config import ModelConfig
+from ablations.records.errors import ConfigError
 from ablations.records.result import read_result
 from ablations.train.loss import lm_loss
 
@@ -55,3 +57,16 @@ def test_two_ranks_see_disjoint_data_and_average_their_gradients(tmp_path: Path)
         averaged = torch.load(probe / f"rank{rank}_grads.pt", weights_only=True)
         for name, grad in averaged.items():
             torch.testing.assert_close(grad, (local[0][name] + local[1][name]) / 2, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("overrides", [["trainer.devices=2"], ["trainer.num_nodes=2"], ["trainer=ddp"]])
+def test_a_local_multirun_that_lightning_would_re_execute_is_refused(
+    overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`auto` on several devices or nodes is Lightning's DDP, which re-executes the command per rank."""
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    cfg = compose_config(["trainer=cpu", *overrides])
+    with pytest.raises(ConfigError, match=r"re-executes the command line.*ddp_spawn.*hydra/launcher=slurm"):
+        validate(cfg, tmp_path, multirun=True)
+    validate(cfg, tmp_path, multirun=False)  # a single run may re-execute itself
+    validate(compose_config(["trainer=ddp_cpu"]), tmp_path, multirun=True)  # spawned ranks: allowed

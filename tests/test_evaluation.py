@@ -189,6 +189,24 @@ def test_lightning_ckpt_loads_same_model(tmp_path, eval_model, eval_tokenizer):
     assert tokens_seen(tmp_path / "last.ckpt") == 12345
 
 
+def test_a_runs_own_last_ckpt_finds_the_tokenizer_of_the_runs_model_export(
+    tmp_path, eval_model, eval_tokenizer
+):
+    from ablations.eval.loading import load_for_eval
+    from ablations.model.checkpoint import save_model_dir
+
+    run_dir = tmp_path / "run"  # the training job's layout: checkpoints/last.ckpt beside the model/ export
+    save_model_dir(eval_model, run_dir / "model", eval_tokenizer)
+    (run_dir / "checkpoints").mkdir()
+    ckpt = {
+        "state_dict": {f"model.{k}": v for k, v in eval_model.state_dict().items()},
+        "hyper_parameters": {"model_config": eval_model.config.to_dict()},
+    }
+    torch.save(ckpt, run_dir / "checkpoints" / "last.ckpt")
+    _, tokenizer = load_for_eval(run_dir / "checkpoints" / "last.ckpt")
+    assert tokenizer.encode("hello there") == eval_tokenizer.encode("hello there")
+
+
 def test_cli_writes_record_next_to_checkpoint(tmp_path, eval_model, eval_tokenizer):
     from ablations.evaluate import main
     from ablations.model.checkpoint import save_model_dir

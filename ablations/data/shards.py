@@ -329,6 +329,8 @@ def read_manifest(shard_dir: Path, verify_hashes: bool) -> dict[str, Any]:
         raise DataError(f"{path}: not a version-{FORMAT_VERSION} {FORMAT} manifest")
     itemsize = np.dtype(manifest["dtype"]).itemsize
     for shard in _all_shards(manifest):
+        check_shard_name(shard.get("file"), path)
+    for shard in _all_shards(manifest):
         file = Path(shard_dir) / shard["file"]
         if not file.is_file():
             raise DataError(f"{file}: shard listed in {path} is missing")
@@ -341,6 +343,17 @@ def read_manifest(shard_dir: Path, verify_hashes: bool) -> dict[str, Any]:
     if verify_hashes:
         verify_shards(Path(shard_dir), manifest)
     return manifest
+
+
+def check_shard_name(name: Any, manifest_path: Path) -> None:
+    """Refuse a shard entry naming a file outside the shard directory (an absolute path, a `..` step),
+    before anything is opened: a manifest may only point at its own directory's files."""
+    parts = Path(name).parts if isinstance(name, str) else ()
+    if not parts or Path(name).is_absolute() or ".." in parts:
+        raise DataError(
+            f"{manifest_path}: shard entry file={name!r} is not a file name inside {manifest_path.parent} "
+            "(absolute paths and `..` are refused)"
+        )
 
 
 def _all_shards(manifest: dict[str, Any]) -> list[dict[str, Any]]:

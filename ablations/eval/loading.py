@@ -6,7 +6,9 @@
   `hyper_parameters["model_config"]` is the ModelConfig dict (the training module saves that way).
 
 The tokenizer is read with `AutoTokenizer.from_pretrained` from the model directory, or for a `.ckpt` from
-its folder or the folder above (where the training job keeps the tokenizer), unless given explicitly.
+its folder, the folder above, or `model/` in the folder above (a training run's own
+`<run_dir>/checkpoints/last.ckpt` finds the tokenizer in the run's `<run_dir>/model/` export), unless given
+explicitly.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ablations.model.config import ModelConfig
 from ablations.model.hf_interop import import_llama
 
 LIGHTNING_PREFIX = "model."
+RUN_MODEL_DIR = "model"  # the training job's export in its run dir (ablations.train.fit.MODEL_DIR)
 
 
 def load_lightning_ckpt(path: str | Path, device: str | torch.device = "cpu") -> tuple[MobileLLM, dict]:
@@ -42,8 +45,10 @@ def load_lightning_ckpt(path: str | Path, device: str | torch.device = "cpu") ->
 
 
 def find_tokenizer_dir(ckpt: Path) -> Path:
-    """The folder holding the tokenizer of a checkpoint: the checkpoint dir itself, or next to a `.ckpt`."""
-    candidates = [ckpt] if ckpt.is_dir() else [ckpt.parent, ckpt.parent.parent]
+    """The folder holding the tokenizer of a checkpoint: the checkpoint dir itself, or for a `.ckpt` its
+    folder, the folder above, or the run's model export there (`<run_dir>/checkpoints/x.ckpt` → `<run_dir>/model`)."""
+    above = ckpt.parent.parent
+    candidates = [ckpt] if ckpt.is_dir() else [ckpt.parent, above, above / RUN_MODEL_DIR]
     for folder in candidates:
         if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
             return folder

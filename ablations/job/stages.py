@@ -225,7 +225,10 @@ def run_locked_job(
     cfg: DictConfig, run_dir: Path, identity: dict[str, Any], multirun: bool
 ) -> dict[str, Any]:
     """`run_job` once the run dir is this process's: a complete record stays as it is unless forced."""
-    previous = read_result(run_dir)
+    try:
+        previous = read_result(run_dir)
+    except ValueError as error:  # a corrupt record is bad input: named and kept, nothing built
+        raise ConfigError("run dir", [f"{error}: fix it or move it away to run this job here"]) from error
     if previous is not None and previous.get("status") == "complete" and not cfg.get("force"):
         log.info("%s: its record is complete; nothing to do (force=true runs it again)", run_dir)
         return previous
@@ -418,11 +421,13 @@ def device_problems(job: JobConfig) -> list[str]:
 
 def launch_problems(job: JobConfig, multirun: bool) -> list[str]:
     """Launches known to go wrong, refused before anything starts."""
-    many = job.trainer.devices == -1 or job.trainer.devices > 1
-    reexecuted = job.trainer.strategy in ("ddp", "fsdp")
+    many = job.trainer.devices == -1 or job.trainer.devices > 1 or job.trainer.num_nodes > 1
+    reexecuted = job.trainer.strategy in ("ddp", "fsdp", "auto")  # Lightning's auto on several devices is ddp
     if multirun and reexecuted and many and "SLURM_JOB_ID" not in os.environ:
         return [
-            f"trainer.strategy={job.trainer.strategy} re-executes the command line for ranks >= 1, so under a "
-            "local multirun each rank would start its own sweep: use trainer=ddp_spawn, or hydra/launcher=slurm"
+            f"trainer.strategy={job.trainer.strategy} with trainer.devices={job.trainer.devices}, "
+            f"trainer.num_nodes={job.trainer.num_nodes} re-executes the command line for ranks >= 1, so under a "
+            "local multirun each rank would start its own sweep: use trainer.strategy=ddp_spawn (trainer=ddp_spawn "
+            "or trainer=ddp_cpu), or hydra/launcher=slurm"
         ]
     return []
