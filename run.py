@@ -33,12 +33,13 @@ log = logging.getLogger("run")
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     PREEMPTION.install()  # first: a pre-emption signal from here on stops training at its first step
-    install_log_masking()  # on the handlers Hydra configured: console and run.log
     mask_hydra_dumps()  # Hydra wrote the command line's values to .hydra/*.yaml before this job started
     from ablations.job.stages import (  # lightning and lm-eval: seconds, only once a job runs
         run_job,
         status_of,
     )
+
+    install_log_masking()  # Lightning's own console handler (Hydra's are configured with it) and warnings
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)

@@ -126,8 +126,8 @@ def leaks(run_dir: Path, output: str, secrets: list[str]) -> list[str]:
 def test_no_secret_reaches_any_file_of_a_run_or_its_output(tmp_path: Path) -> None:
     secrets = ["EXTRASECRET1", "AWSX1234567", "ACCX1234567", "PKX12345678", "ENVTOKEN9876"]
     env = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_MODE="offline", MY_SERVICE_TOKEN="ENVTOKEN9876")
-    args = [
-        *TINY, tokens(2), f"hydra.run.dir={tmp_path}", "logger=[csv,tensorboard,wandb]",
+    args = [  # a sweep of one job: Hydra's launcher logs its overrides and writes multirun.yaml too
+        "-m", *TINY, tokens(2), f"hydra.sweep.dir={tmp_path}", "logger=[csv,tensorboard,wandb]",
         "+train.extra.api_key=EXTRASECRET1", "+train.extra.aws_secret_access_key=AWSX1234567",
         "+train.extra.accessToken=ACCX1234567", "+train.extra.private_key=PKX12345678",
         "name=run-${oc.env:MY_SERVICE_TOKEN}",
@@ -138,7 +138,8 @@ def test_no_secret_reaches_any_file_of_a_run_or_its_output(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr[-3000:]
     # the checkpoint's and loggers' hparams, .hydra/*.yaml, W&B's files (config, metadata), the records
     assert leaks(tmp_path, result.stdout + result.stderr, secrets) == []
-    assert read_result(tmp_path)["config"]["train"]["extra"]["api_key"] == "***"
+    (record,) = [read_result(path.parent) for path in tmp_path.rglob("result.json")]
+    assert record["status"] == "complete" and record["config"]["train"]["extra"]["api_key"] == "***"
 
 
 def test_a_url_password_in_a_failing_source_stays_out_of_logs_and_records(tmp_path: Path) -> None:
