@@ -31,6 +31,11 @@ def test_secret_named_keys_are_masked_in_mappings_and_text(key: str) -> None:
     assert "S3CRETVALUE" not in mask_text(f"+train.extra.{key}=S3CRETVALUE,x=1 {{'{key}': 'S3CRETVALUE'}}")
 
 
+def test_prose_naming_a_secret_key_is_not_masked() -> None:
+    message = "train.api_key: unknown key; TrainConfig has ['tokens', 'tokenizer']"
+    assert mask_text(message) == message
+
+
 @pytest.mark.parametrize("key", ORDINARY_KEYS)
 def test_ordinary_keys_are_not_masked(key: str) -> None:
     assert not is_secret_key(key)

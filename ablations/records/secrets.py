@@ -4,7 +4,7 @@ Masked, wherever a value is written:
 - the password of any URL (`postgresql://user:PASSWORD@host/db`, also `https:/user:PASSWORD@host` as a
   path join leaves it);
 - the value of any mapping key that names a secret (`password`, `api_key`, `accessToken`, `HF_TOKEN`, …),
-  also in text as `KEY=VALUE` / `KEY: VALUE` (a Hydra override, a logged dict);
+  also in text as `KEY=VALUE` (a Hydra override) or `'KEY': VALUE` (a logged dict, JSON);
 - the value of any secret-named environment variable (`WANDB_API_KEY`, …) wherever it appears, so an
   interpolation such as `name=${oc.env:WANDB_API_KEY}` cannot carry it out.
 """
@@ -66,8 +66,9 @@ def env_secrets() -> list[str]:
 
 def _mask_key_value(match: re.Match[str]) -> str:
     key = match["key"].strip("'\"").split(".")[-1]
-    if not is_secret_key(key) or match["value"].startswith("//") or match["value"] == MASK:
-        return match[0]  # `https://…` is a URL, not a key and its value
+    quoted = match["key"][0] in "'\""
+    if not is_secret_key(key) or match["value"] == MASK or (":" in match["sep"] and not quoted):
+        return match[0]  # `KEY: …` unquoted is prose ("api_key: unknown key") or a URL's scheme, not a pair
     return match["key"] + match["sep"] + match["quote"] + MASK
 
 
