@@ -19,9 +19,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import ablations.job.config  # noqa: F401  (registers the job schema and resolvers before Hydra composes)
+from ablations.job.hydra_dumps import mask_hydra_dumps
 from ablations.job.outcome import EXIT_CODES
 from ablations.records.errors import ConfigError, DataError, RunDirLocked
 from ablations.records.result import RESULT_FILE, is_complete, read_result
+from ablations.records.secrets import install_log_masking
 from ablations.search.sweep import skip_reason, variant_dir
 from ablations.train.signals import PREEMPTION
 
@@ -31,10 +33,13 @@ log = logging.getLogger("run")
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     PREEMPTION.install()  # first: a pre-emption signal from here on stops training at its first step
+    mask_hydra_dumps()  # Hydra wrote the command line's values to .hydra/*.yaml before this job started
     from ablations.job.stages import (  # lightning and lm-eval: seconds, only once a job runs
         run_job,
         status_of,
     )
+
+    install_log_masking()  # Lightning's own console handler (Hydra's are configured with it) and warnings
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)

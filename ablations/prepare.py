@@ -18,10 +18,12 @@ from ablations.data.shards import read_manifest
 from ablations.data.tokenizer import load_tokenizer
 from ablations.job.config import compose_config, job_config
 from ablations.records.errors import ConfigError, DataError
+from ablations.records.secrets import install_log_masking, mask_text
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    install_log_masking()
     overrides = list(sys.argv[1:] if argv is None else argv)
     part = None
     for item in [o for o in overrides if o.startswith("part=")]:
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
                 return
             out = done
     except (ConfigError, DataError) as error:
-        raise SystemExit(f"error: {error}") from None
+        raise SystemExit(f"error: {mask_text(str(error))}") from None  # errors name their inputs
     manifest = read_manifest(out, verify_hashes=False)
     splits = manifest["splits"]
     print(

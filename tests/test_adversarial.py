@@ -127,6 +127,42 @@ def test_records_and_config_dumps_mask_url_passwords_and_secret_keys(tmp_path: P
     )
 
 
+def leaks(run_dir: Path, output: str, secrets: list[str]) -> list[str]:
+    """`secret in file` for every secret found in any file under run_dir or in the process's output."""
+    found = [f"{s} in output" for s in secrets if s in output]
+    for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        found += [f"{s} in {path.relative_to(run_dir)}" for s in secrets if s.encode() in data]
+    return found
+
+
+def test_no_secret_reaches_any_file_of_a_run_or_its_output(tmp_path: Path) -> None:
+    secrets = ["EXTRASECRET1", "AWSX1234567", "ACCX1234567", "PKX12345678", "ENVTOKEN9876"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_MODE="offline", MY_SERVICE_TOKEN="ENVTOKEN9876")
+    args = [  # a sweep of one job: Hydra's launcher logs its overrides and writes multirun.yaml too
+        "-m", *TINY, tokens(2), f"hydra.sweep.dir={tmp_path}", "logger=[csv,tensorboard,wandb]",
+        "+train.extra.api_key=EXTRASECRET1", "+train.extra.aws_secret_access_key=AWSX1234567",
+        "+train.extra.accessToken=ACCX1234567", "+train.extra.private_key=PKX12345678",
+        "name=run-${oc.env:MY_SERVICE_TOKEN}",
+    ]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "run.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # the checkpoint's and loggers' hparams, .hydra/*.yaml, W&B's files (config, metadata), the records
+    assert leaks(tmp_path, result.stdout + result.stderr, secrets) == []
+    (record,) = [read_result(path.parent) for path in tmp_path.rglob("result.json")]
+    assert record["status"] == "complete" and record["config"]["train"]["extra"]["api_key"] == "***"
+
+
+def test_a_url_password_in_a_failing_source_stays_out_of_logs_and_records(tmp_path: Path) -> None:
+    # a path join turns https://… into https:/…; the error naming it is logged and recorded
+    result = run_py(*TINY, tokens(2), f"hydra.run.dir={tmp_path}", "data=hf_dataset",
+                    "data.hf_path=https://bob:HFPASS1@127.0.0.1:1/ds")  # fmt: skip
+    assert result.returncode == 2 and "bob:***@127.0.0.1" in result.stdout + result.stderr
+    assert leaks(tmp_path, result.stdout + result.stderr, ["HFPASS1"]) == []
+
+
 # --------------------------------------------------------------------------- results never lost
 
 

@@ -1,34 +1,134 @@
 """Keeping secrets out of everything the platform writes: records, logs, config dumps, W&B.
 
-Two kinds are masked: the password of any URL (`postgresql://user:PASSWORD@host/db`) and the value of any
-mapping key that names a secret (`password`, `token`, `api_key`, `secret`, …).
+Masked, wherever a value is written:
+- the password of any URL (`postgresql://user:PASSWORD@host/db`, also `https:/user:PASSWORD@host` as a
+  path join leaves it);
+- the value of any mapping key that names a secret (`password`, `api_key`, `accessToken`, `HF_TOKEN`, …),
+  also in text as `KEY=VALUE` (a Hydra override) or `'KEY': VALUE` (a logged dict, JSON);
+- the value of any secret-named environment variable (`WANDB_API_KEY`, …) wherever it appears, so an
+  interpolation such as `name=${oc.env:WANDB_API_KEY}` cannot carry it out.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
+import os
 import re
+import warnings
 from typing import Any
 
 MASK = "***"
-# scheme://user:password@host: the password is whatever stands between the first ':' after '//' and '@'
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:)(?P<password>[^@\s]+)(?P<at>@)")
-_SECRET_KEY = re.compile(r"(^|_)(password|passwd|secret|token|api_?key|credentials?)$", re.IGNORECASE)
+# scheme://user:password@host (or scheme:/… once a path join collapsed the '//'): the password is whatever
+# stands between the first ':' after the slashes and the '@'
+_URL_PASSWORD = re.compile(
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*:/{1,2}[^/:@\s]*:)(?P<password>[^@\s]+)(?P<at>@)"
+)
+# the words of a key: camelCase, snake_case, kebab-case, dotted paths all split the same way
+_WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+_SECRET_WORDS = frozenset(
+    {
+        "secret", "secrets", "password", "passwords", "passwd", "pwd", "passphrase", "token", "credential",
+        "credentials", "auth", "authorization", "bearer", "apikey", "apikeys", "accesskey", "privatekey",
+        "authtoken", "accesstoken",
+    }
+)  # fmt: skip
+# two words naming a secret together (`api_key`, `access-key`, `privateKey`); `key` alone names none
+_SECRET_PAIRS = frozenset({("api", "key"), ("api", "keys"), ("access", "key"), ("private", "key")})
+# KEY=VALUE or KEY: VALUE in text, the key and value optionally quoted (an override, a logged dict repr)
+_KEY_VALUE = re.compile(
+    r"(?P<key>['\"]?[+~]{0,2}[A-Za-z_][\w.\-]*['\"]?)(?P<sep>\s*[=:]\s*)(?P<quote>['\"]?)(?P<value>[^\s,'\"{}\[\]]+)"
+)
+MIN_ENV_SECRET_LEN = 8
+"""Shorter values of secret-named environment variables are not searched for (they would mask words)."""
+NOT_SECRET_ENV = frozenset({"PWD", "OLDPWD", "SSH_AUTH_SOCK"})
+"""Environment variables whose names read as secrets but hold paths (the shell's `pwd`, an agent socket)."""
 
 
-def mask_text(text: str) -> str:
-    """`text` with every URL password replaced by ***."""
-    return _URL_PASSWORD.sub(lambda m: m["head"] + MASK + m["at"], text)
+def is_secret_key(key: str) -> bool:
+    """Whether a key names a secret: one of its words (or two adjacent ones) does, case and separators aside;
+    whole words only, so `tokens`, `max_tokens`, `tokenizer` and `author` name none."""
+    words = [word.lower() for word in _WORD.findall(key)]
+    return any(word in _SECRET_WORDS for word in words) or any(
+        pair in _SECRET_PAIRS for pair in itertools.pairwise(words)
+    )
 
 
-def mask_secrets(value: Any) -> Any:
-    """A copy of `value` (nested dicts, lists, strings) with URL passwords and secret-named keys masked."""
+def env_secrets() -> list[str]:
+    """The values of the environment's secret-named variables, longest first (the ones worth masking)."""
+    values = {
+        value
+        for name, value in os.environ.items()
+        if is_secret_key(name) and name not in NOT_SECRET_ENV and len(value) >= MIN_ENV_SECRET_LEN
+    }
+    return sorted(values, key=len, reverse=True)
+
+
+def _mask_key_value(match: re.Match[str]) -> str:
+    key = match["key"].strip("'\"").split(".")[-1]
+    quoted = match["key"][0] in "'\""
+    if not is_secret_key(key) or match["value"] == MASK or (":" in match["sep"] and not quoted):
+        return match[0]  # `KEY: …` unquoted is prose ("api_key: unknown key") or a URL's scheme, not a pair
+    return match["key"] + match["sep"] + match["quote"] + MASK
+
+
+def mask_text(text: str, environment: list[str] | None = None) -> str:
+    """`text` with every URL password, secret-named key's value and secret environment value masked."""
+    for value in env_secrets() if environment is None else environment:
+        text = text.replace(value, MASK)
+    text = _URL_PASSWORD.sub(lambda m: m["head"] + MASK + m["at"], text)
+    return _KEY_VALUE.sub(_mask_key_value, text)
+
+
+def mask_secrets(value: Any, environment: list[str] | None = None) -> Any:
+    """A copy of `value` (nested dicts, lists, strings) with URL passwords, secret-named keys and secret
+    environment values masked."""
+    environment = env_secrets() if environment is None else environment
     if isinstance(value, dict):
         return {
-            key: MASK if isinstance(key, str) and _SECRET_KEY.search(key) and item else mask_secrets(item)
+            key: MASK
+            if isinstance(key, str) and is_secret_key(key) and item not in (None, "", {}, [])
+            else mask_secrets(item, environment)
             for key, item in value.items()
         }
     if isinstance(value, (list, tuple)):
-        return type(value)(mask_secrets(item) for item in value)
+        return type(value)(mask_secrets(item, environment) for item in value)
     if isinstance(value, str):
-        return mask_text(value)
+        return mask_text(value, environment)
     return value
+
+
+class MaskingFilter(logging.Filter):
+    """Masks secrets in a log record's message and exception text, on a handler (so every record the
+    handler writes, from any logger, passes through it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = mask_text(record.getMessage())
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_text(record.stack_info)
+        return True
+
+
+def install_log_masking() -> None:
+    """Add the masking filter to every handler configured now (the root logger's console and Hydra's
+    run.log file, and any other logger's own), once each; warnings printed to stderr are masked too."""
+    if not getattr(warnings.formatwarning, "masks_secrets", False):
+        unmasked = warnings.formatwarning
+
+        def formatwarning(*args: Any, **kwargs: Any) -> str:
+            return mask_text(unmasked(*args, **kwargs))
+
+        formatwarning.masks_secrets = True  # type: ignore[attr-defined]
+        warnings.formatwarning = formatwarning
+    loggers = [logging.getLogger()] + [
+        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not any(isinstance(f, MaskingFilter) for f in handler.filters):
+                handler.addFilter(MaskingFilter())

@@ -11,6 +11,7 @@ from typing import Any
 
 from ablations.model.memory import ACTIVATION_CHECKPOINTING
 from ablations.records.errors import ConfigError
+from ablations.records.secrets import mask_text
 from ablations.train.memory import DEVICES
 
 PAPER_GLOBAL_BATCH_TOKENS = 1024 * 2048  # 32 GPUs × 32 sequences × 2048 tokens, at which the peak LR is 2e-3
@@ -217,6 +218,18 @@ class WandbLoggerConfig:
     offline: bool | None = None
     """None: offline exactly when no API key is configured (WANDB_API_KEY or ~/.netrc)."""
     log_model: bool = False
+
+    def __post_init__(self) -> None:
+        # W&B writes these to its logs and the run's URL: a secret in them could not be masked there
+        problems = [
+            f"logger.wandb.{key} holds a secret (a URL password or an API key): it must be a W&B "
+            f"{key} name, e.g. my-team"
+            for key in ("project", "entity")
+            if getattr(self, key) is not None
+            and mask_text(str(getattr(self, key))) != str(getattr(self, key))
+        ]
+        if problems:
+            raise ConfigError("logger config", problems)
 
 
 @dataclass

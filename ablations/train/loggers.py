@@ -68,15 +68,19 @@ def build_loggers(
         loggers.append(TensorBoardLogger(save_dir=str(run_dir), name=cfg.tensorboard.name))
     if cfg.wandb is not None:
         offline = cfg.wandb.offline
+        import wandb  # reason: its Settings; imported by WandbLogger anyway
+
         wandb_logger = WandbLogger(
             project=cfg.wandb.project,
-            entity=cfg.wandb.entity,
+            entity=cfg.wandb.entity,  # validation refuses one holding a URL password
             log_model=cfg.wandb.log_model,
             save_dir=str(run_dir),
-            name=name,
-            group=sweep,
-            tags=[f"{k}={v}" for k, v in axes.items()],
+            name=mask_secrets(name),
+            group=mask_secrets(sweep),
+            tags=mask_secrets([f"{k}={v}" for k, v in axes.items()]),
             offline=(not wandb_has_key()) if offline is None else offline,
+            # no system metadata: it holds the command line (sys.argv), with any secret given there
+            settings=wandb.Settings(x_disable_meta=True),
         )
         wandb_logger.log_hyperparams(mask_secrets(job_config))
         loggers.append(wandb_logger)

@@ -15,6 +15,7 @@ from torch import Tensor
 from ablations.model.architecture import MobileLLM
 from ablations.model.config import ModelConfig
 from ablations.records.errors import DivergenceError
+from ablations.records.secrets import mask_secrets
 from ablations.train.config import TrainConfig, TrainerConfig
 from ablations.train.loss import lm_loss
 from ablations.train.optim import build_optimizer, clip_grad_norm
@@ -31,8 +32,18 @@ class LitMobileLLM(L.LightningModule):
         trainer_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        # plain dicts, so checkpoints reload without this package's classes: hyper_parameters["model_config"]
-        self.save_hyperparameters()
+        # plain dicts, so checkpoints reload without this package's classes: hyper_parameters["model_config"];
+        # secrets masked, as the checkpoint and every logger's hparams get them (training reads the real ones)
+        self.save_hyperparameters(
+            mask_secrets(
+                {
+                    "model_config": model_config,
+                    "train_config": train_config,
+                    "plan": plan,
+                    "trainer_config": trainer_config,
+                }
+            )
+        )
         self.train_cfg = TrainConfig(**train_config)
         self.trainer_cfg = TrainerConfig(**(trainer_config or {}))
         self.plan = TrainPlan(**plan)
