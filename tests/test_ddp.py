@@ -59,7 +59,9 @@ def test_two_ranks_see_disjoint_data_and_average_their_gradients(tmp_path: Path)
             torch.testing.assert_close(grad, (local[0][name] + local[1][name]) / 2, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("overrides", [["trainer.devices=2"], ["trainer.num_nodes=2"], ["trainer=ddp"]])
+@pytest.mark.parametrize(
+    "overrides", [["trainer.devices=2"], ["trainer.num_nodes=2"], ["trainer=ddp", "trainer.accelerator=cpu"]]
+)
 def test_a_local_multirun_that_lightning_would_re_execute_is_refused(
     overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
