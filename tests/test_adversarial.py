@@ -410,3 +410,14 @@ def test_a_malformed_corpus_file_is_named_with_its_line(
     (tmp_path / name).write_bytes(content)
     with pytest.raises(DataError, match=named.replace(".", r"\.")):
         list(iter_documents(DataConfig(source="local_files", paths=[str(tmp_path / name)])))
+
+
+def test_a_job_stopped_by_bad_data_prints_the_named_error_without_a_traceback(tmp_path: Path) -> None:
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_text('{"text": "fine"}\n{not json\n')
+    done = run_py(
+        *TINY, tokens(2), "data=local_files", f"data.paths=[{corpus}]", f"hydra.run.dir={tmp_path / 'run'}"
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2 and "bad.jsonl" in output, output[-3000:]
+    assert "Traceback" not in output

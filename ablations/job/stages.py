@@ -39,7 +39,7 @@ from ablations.job.resume import changed_keys, shape_changes, unknown_allowances
 from ablations.model.budget import count_params, flops_per_token
 from ablations.model.checkpoint import CheckpointError
 from ablations.records.atomic import atomic_write_text
-from ablations.records.errors import ConfigError, DivergenceError, TrialPruned
+from ablations.records.errors import ConfigError, DataError, DivergenceError, TrialPruned
 from ablations.records.lock import run_dir_lock
 from ablations.records.result import package_versions, read_result, write_result
 from ablations.records.secrets import mask_secrets
@@ -267,7 +267,9 @@ def run_stages(job: JobConfig, run_dir: Path, identity: dict[str, Any]) -> dict[
             counters = last_checkpoint_counters(run_dir)
             values["tokens_seen"] = counters.get("tokens_seen", 0)
             values["train"]["steps"] = counters.get("steps", 0)
-        log.error("job %s %s:\n%s", identity["name"], values["status"], traceback.format_exc())
+        # bad input names itself (file, line, key): a traceback would only bury that message
+        detail = str(error) if isinstance(error, (ConfigError, DataError)) else traceback.format_exc()
+        log.error("job %s %s:\n%s", identity["name"], values["status"], detail)
         raise
     finally:
         values["finished"] = datetime.now(timezone.utc).isoformat()
