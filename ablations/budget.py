@@ -21,7 +21,7 @@ from ablations.model.budget import summary_rows
 from ablations.model.config import ModelConfig
 from ablations.model.memory import ACTIVATION_CHECKPOINTING
 from ablations.records.errors import ConfigError
-from ablations.records.secrets import mask_text
+from ablations.records.secrets import cli_exit
 from ablations.train.memory import GIB, device_capacity, largest_micro_batch, memory_plan
 
 GPUS_PER_NODE = 8  # assumed for trainer.devices=-1 (every visible GPU), which a plan cannot see
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
             int(seq_len) if seq_len else job.train.seq_len or job.model.max_seq_len,
         )
     except ConfigError as error:
-        raise SystemExit(f"error: {mask_text(str(error))}") from None  # errors name their inputs
+        raise cli_exit(error) from None
 
 
 if __name__ == "__main__":

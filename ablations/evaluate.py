@@ -20,7 +20,7 @@ from ablations.job.config import compose_config, job_config
 from ablations.model.checkpoint import CheckpointError
 from ablations.model.hf_interop import ConversionError
 from ablations.records.errors import ConfigError, DataError
-from ablations.records.secrets import mask_text
+from ablations.records.secrets import cli_exit
 
 OWN_KEYS = ("ckpt", "out", "tokenizer")
 # a checkpoint, model directory, task file or config that cannot be used (MissingTaskData included)
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         eval_cfg = job_config(compose_config(overrides)).eval
         record = evaluate_checkpoint(own["ckpt"], eval_cfg, own.get("out"), own.get("tokenizer"))
     except BAD_INPUT as error:  # named in the message; a traceback would add nothing
-        raise SystemExit(f"error: {mask_text(str(error))}") from None  # errors name their inputs
+        raise cli_exit(error) from None
     print_results(record["eval"], f"{own['ckpt']}  ({EVAL_RESULT_FILE} written)")
     return record
 

@@ -18,7 +18,7 @@ from ablations.data.shards import read_manifest
 from ablations.data.tokenizer import load_tokenizer
 from ablations.job.config import compose_config, job_config
 from ablations.records.errors import ConfigError, DataError
-from ablations.records.secrets import install_log_masking, mask_text
+from ablations.records.secrets import cli_exit, install_log_masking
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
                 return
             out = done
     except (ConfigError, DataError) as error:
-        raise SystemExit(f"error: {mask_text(str(error))}") from None  # errors name their inputs
+        raise cli_exit(error) from None
     manifest = read_manifest(out, verify_hashes=False)
     splits = manifest["splits"]
     print(

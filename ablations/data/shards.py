@@ -330,7 +330,6 @@ def read_manifest(shard_dir: Path, verify_hashes: bool) -> dict[str, Any]:
     itemsize = np.dtype(manifest["dtype"]).itemsize
     for shard in _all_shards(manifest):
         check_shard_name(shard.get("file"), path)
-    for shard in _all_shards(manifest):
         file = Path(shard_dir) / shard["file"]
         if not file.is_file():
             raise DataError(f"{file}: shard listed in {path} is missing")

@@ -19,12 +19,11 @@ from typing import Any
 import torch
 
 from ablations.model.architecture import MobileLLM
-from ablations.model.checkpoint import load_checkpoint_data, load_model_dir
+from ablations.model.checkpoint import RUN_MODEL_DIR, load_checkpoint_data, load_model_dir
 from ablations.model.config import ModelConfig
 from ablations.model.hf_interop import import_llama
 
 LIGHTNING_PREFIX = "model."
-RUN_MODEL_DIR = "model"  # the training job's export in its run dir (ablations.train.fit.MODEL_DIR)
 
 
 def load_lightning_ckpt(path: str | Path, device: str | torch.device = "cpu") -> tuple[MobileLLM, dict]:

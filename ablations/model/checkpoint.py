@@ -24,6 +24,8 @@ from ablations.model.config import ModelConfig
 from ablations.records.atomic import atomic_write
 
 CONFIG_FILE = "model_config.json"
+RUN_MODEL_DIR = "model"
+"""Where a training run exports its model (and tokenizer) inside its run dir."""
 WEIGHTS_FILE = "model.safetensors"
 
 

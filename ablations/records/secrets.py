@@ -132,3 +132,9 @@ def install_log_masking() -> None:
         for handler in logger.handlers:
             if not any(isinstance(f, MaskingFilter) for f in handler.filters):
                 handler.addFilter(MaskingFilter())
+
+
+def cli_exit(error: BaseException) -> SystemExit:
+    """A command's exit for bad input: `error: <message>` (which names the file or key), secrets masked, no
+    traceback. Raise it `from None`."""
+    return SystemExit(f"error: {mask_text(str(error))}")

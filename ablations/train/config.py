@@ -221,12 +221,12 @@ class WandbLoggerConfig:
 
     def __post_init__(self) -> None:
         # W&B writes these to its logs and the run's URL: a secret in them could not be masked there
+        names = {"project": self.project, "entity": self.entity}
         problems = [
-            f"logger.wandb.{key} holds a secret (a URL password or an API key): it must be a W&B "
-            f"{key} name, e.g. my-team"
-            for key in ("project", "entity")
-            if getattr(self, key) is not None
-            and mask_text(str(getattr(self, key))) != str(getattr(self, key))
+            f"logger.wandb.{key} holds a secret (a URL password or an API key): it must be a W&B {key} name, "
+            "e.g. my-team"
+            for key, value in names.items()
+            if value is not None and mask_text(value) != value
         ]
         if problems:
             raise ConfigError("logger config", problems)

@@ -16,13 +16,12 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 
 from ablations.data.datamodule import TokenDataModule
 from ablations.model.architecture import MobileLLM
-from ablations.model.checkpoint import CheckpointError, save_model_dir
+from ablations.model.checkpoint import RUN_MODEL_DIR, CheckpointError, save_model_dir
 from ablations.records.metrics import METRICS_FILE, read_metrics
 from ablations.train.checkpoint_io import checkpoint_problem, newest_loadable
 from ablations.train.module import LitMobileLLM
 from ablations.train.trainer import CKPT_DIR, LAST_CKPT, PERIODIC_GLOB
 
-MODEL_DIR = "model"
 DIST_CKPT_META = "meta.pt"  # Lightning's name for the non-tensor part of a distributed checkpoint
 
 
@@ -141,6 +140,6 @@ def fit(
         # the loop counters live in the checkpoint: with spawned workers this process never trained
         result.steps, result.tokens_seen = checkpoint_counters(run_dir / CKPT_DIR / LAST_CKPT)
         result.metrics = summarize_metrics(read_metrics(run_dir / METRICS_FILE))
-        save_model_dir(model, run_dir / MODEL_DIR, tokenizer=datamodule.tokenizer)
-        result.model_dir = MODEL_DIR
+        save_model_dir(model, run_dir / RUN_MODEL_DIR, tokenizer=datamodule.tokenizer)
+        result.model_dir = RUN_MODEL_DIR
     return result
