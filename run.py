@@ -24,7 +24,7 @@ from ablations.job.outcome import EXIT_CODES
 from ablations.records.errors import ConfigError, DataError, RunDirLocked
 from ablations.records.result import RESULT_FILE, is_complete, read_result
 from ablations.records.secrets import install_log_masking
-from ablations.search.sweep import skip_reason, variant_dir
+from ablations.search.sweep import skip_reason, variant_name
 from ablations.train.signals import PREEMPTION
 
 log = logging.getLogger("run")
@@ -47,7 +47,7 @@ def main(cfg: DictConfig) -> float | None:
     axes = dict(cfg.get("axes") or {})
     # a sweep's variant is named by its axis values (analysis groups records, seeds pooled, by name)
     name = cfg.get("name") or (
-        variant_dir(axes, "") if axes else hydra_cfg.runtime.choices.get("model", "model")
+        variant_name(axes) if axes else hydra_cfg.runtime.choices.get("model", "model")
     )
     reason = skip_reason(cfg)
     if reason is not None:  # declared by the sweep: logged, never trained, never recorded as a failure

@@ -20,12 +20,19 @@ REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted(p.stem for p in (REPO / "sweeps" / "sweep").glob("*.yaml"))
 
 
-def variants(sweep: str, scale: str) -> list[list[str]]:
-    """Every variant's overrides: the cartesian product of the sweep's `hydra.sweeper.params`."""
+def variants(sweep: str, scale: str, *fixed: str) -> list[list[str]]:
+    """Every variant's overrides: the cartesian product of the sweep's `hydra.sweeper.params` (without the
+    seed sweep: seeds train the same model), the axes given in `fixed` held at their value."""
     cfg = compose_config([f"+sweep={sweep}", f"scale={scale}"])
-    params = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
+    held = {o.split("=")[0] for o in fixed}
+    params = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items() if k not in {"seed", *held}}
     return [
-        [f"+sweep={sweep}", f"scale={scale}", *(f"{k}={v}" for k, v in zip(params, values, strict=True))]
+        [
+            f"+sweep={sweep}",
+            f"scale={scale}",
+            *fixed,
+            *(f"{k}={v}" for k, v in zip(params, values, strict=True)),
+        ]
         for values in itertools.product(*params.values())
     ]
 
@@ -37,9 +44,9 @@ def model_of(overrides: list[str]):
 
 def test_the_paper_tables_and_figures_each_have_a_sweep() -> None:
     assert set(SWEEPS) == {
-        "depth_width_125m",
-        "depth_width_350m",
+        "depth_width",
         "emb_share",
+        "lr",
         "heads_kv",
         "ffn_type",
         "final",
@@ -49,11 +56,11 @@ def test_the_paper_tables_and_figures_each_have_a_sweep() -> None:
 
 
 @pytest.mark.parametrize("sweep", SWEEPS)
-@pytest.mark.parametrize("scale", ["paper", "smoke"])
+@pytest.mark.parametrize("scale", ["paper", "smoke", "proxy_cpu"])
 def test_every_variant_composes_to_a_valid_model_or_a_logged_skip(sweep: str, scale: str) -> None:
     seen = 0
     every = variants(sweep, scale)
-    for overrides in every if scale == "paper" else every[:: max(1, len(every) // 4)]:
+    for overrides in every if scale == "paper" else every[:: max(1, len(every) // 6)]:
         cfg = compose_config(overrides)
         if skip_reason(cfg) is not None:
             continue
@@ -63,6 +70,10 @@ def test_every_variant_composes_to_a_valid_model_or_a_logged_skip(sweep: str, sc
         if scale == "smoke":
             assert cfg.trainer.accelerator == "cpu" and cfg.train.tokens <= 4096 and model.vocab_size == 4096
             assert count_params(model).total < 10_000_000
+        elif scale == "proxy_cpu":  # the paper's depths at widths ÷ 8 (head_dim 8): ~2M parameters at 125M
+            assert cfg.trainer.accelerator == "cpu" and model.vocab_size == 4096 and model.max_seq_len == 256
+            assert model.head_dim % 2 == 0 and model.head_dim <= 16 and cfg.train.tokens == 1_228_800
+            assert cfg.axes.budget != "125M" or 1_000_000 < count_params(model).total < 3_000_000
         else:
             assert (
                 cfg.train.tokens >= 251_658_240_000
@@ -73,31 +84,59 @@ def test_every_variant_composes_to_a_valid_model_or_a_logged_skip(sweep: str, sc
 
 
 @pytest.mark.parametrize(
-    ("sweep", "reference", "points"),
+    ("budget", "reference", "points"),
     [
-        ("depth_width_125m", 30, {12: 768, 30: 512, 62: 384}),
-        ("depth_width_350m", 32, {5: 2048, 15: 1280, 32: 896, 66: 640}),
+        ("125M", 30, {12: 768, 30: 512, 62: 384}),
+        ("350M", 32, {5: 2048, 15: 1280, 32: 896, 66: 640}),
     ],
 )
 def test_depth_width_solves_the_papers_widths_within_the_budget(
-    sweep: str, reference: int, points: dict
+    budget: str, reference: int, points: dict
 ) -> None:
-    totals, budget = [], None
-    for overrides in variants(sweep, "paper"):
-        _, model = model_of(overrides)
+    totals, reference_total, depths = [], None, []
+    for overrides in variants("depth_width", "paper", f"axes.budget={budget}"):
+        cfg, model = model_of(overrides)
+        if skip_reason(cfg) is not None:  # the other budget's depths
+            continue
         totals.append(count_params(model).total)
+        depths.append(model.n_layers)
         if model.n_layers == reference:
-            budget = totals[-1]
+            reference_total = totals[-1]
         if model.n_layers in points:
             assert model.dim == points[model.n_layers], (model.n_layers, model.dim)
         assert model.head_dim == 64 and model.n_heads == model.n_kv_heads  # MHA, head_dim kept
-    assert all(abs(t - budget) / budget < 0.06 for t in totals), totals  # width steps of 64: within 6%
+    assert all(abs(t - reference_total) / reference_total < 0.06 for t in totals), totals  # within 6%
+    assert len(depths) == (9 if budget == "125M" else 10)  # the paper's points of Figure 4
 
 
-def test_depth_width_smoke_keeps_the_depth_axis() -> None:
-    paper = [model_of(o)[1].n_layers for o in variants("depth_width_125m", "paper")]
-    smoke = [model_of(o)[1].n_layers for o in variants("depth_width_125m", "smoke")]
-    assert paper == smoke and 4 in paper and 62 in paper
+@pytest.mark.parametrize("scale", ["smoke", "proxy_cpu"])
+def test_depth_width_keeps_the_depth_axis_at_every_scale(scale: str) -> None:
+    def depths(scale: str) -> list[int]:
+        found = []
+        for overrides in variants("depth_width", scale, "axes.budget=125M"):
+            cfg, model = model_of(overrides)
+            if skip_reason(cfg) is None:
+                found.append(model.n_layers)
+        return found
+
+    paper = depths("paper")
+    assert paper == depths(scale) and 4 in paper and 62 in paper
+
+
+def test_proxy_cpu_keeps_the_papers_parameter_ratios() -> None:
+    """Embedding sharing frees ~12% (Table 1), GQA 16/4 ~10% (Figure 5), at the proxy as in the paper."""
+
+    def total(*overrides: str) -> int:
+        return count_params(model_of(["scale=proxy_cpu", *overrides])[1]).total
+
+    for scale in ("paper", "proxy_cpu"):
+        untied, tied = (
+            total(f"scale={scale}", "+sweep=emb_share", f"axes.embedding={e}")
+            for e in ("untied_30l", "tied_30l")
+        )
+        assert 0.11 < 1 - tied / untied < 0.135, (scale, tied, untied)
+        mha, gqa = (total(f"scale={scale}", "+sweep=heads_kv", f"axes.n_kv_heads={k}") for k in (16, 4))
+        assert 0.05 < 1 - gqa / mha < 0.15, (scale, gqa, mha)
 
 
 def test_ffn_sweep_matches_every_ffn_to_swiglu_parameters() -> None:
@@ -189,7 +228,9 @@ def test_smoke_sweep_runs_records_a_failure_and_a_rerun_skips_complete_variants(
     first = run_multirun(args, tmp_path)
     assert first.returncode == 1, first.stderr[-3000:]  # one variant failed: the sweep says so
     assert "3 jobs run (2 complete, 1 failed)" in first.stdout
-    records = {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/result.json")}
+    records = {
+        p.parent.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/seed=0/result.json")
+    }
     statuses = {name.split("sharing_repeats=")[1].split(",")[0]: r["status"] for name, r in records.items()}
     assert statuses == {"0": "failed", "2": "complete", "3": "complete"}
     done = records["budget=125M,sharing_repeats=2,sharing_scheme=immediate"]
@@ -200,7 +241,7 @@ def test_smoke_sweep_runs_records_a_failure_and_a_rerun_skips_complete_variants(
     }
     assert done["name"] == "budget=125M,sharing_repeats=2,sharing_scheme=immediate"  # one variant per name
     assert done["config"]["model"]["sharing_repeats"] == 2 and done["train"]["val_loss"] > 0
-    stamps = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/result.json")}
+    stamps = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/seed=0/result.json")}
 
     second = run_multirun(args, tmp_path)
     assert second.returncode == 1, second.stderr[-3000:]  # the invalid variant fails again

@@ -58,6 +58,9 @@ class JobConfig:
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     seed: int = 0
     """Seeds the model init, the data order and every RNG."""
+    seeds: int = 1
+    """A paper sweep (`+sweep=<name>`) runs each variant under seeds 0 … seeds-1 (its `seed` sweep reads
+    this); the records of a variant's seeds are pooled by the analysis. A plain job runs `seed` alone."""
     name: str | None = None
     """The variant's name in records and loggers; None → its axes (`axis=value,…`) or the model preset."""
     sweep: str | None = None

@@ -36,6 +36,7 @@ OPERATIONAL: tuple[str, ...] = (
     "train.log_every_n_steps",
     "train.val_every_n_steps",
     "train.val_batches",
+    "train.val_max_tokens",
     "train.ckpt_every_n_steps",
     "train.keep_checkpoints",
     "train.compile",

@@ -50,10 +50,12 @@ from ablations.train.micro_batch import micro_batch_size
 from ablations.train.module import LitMobileLLM
 from ablations.train.plan import TrainPlan, plan_training
 from ablations.train.trainer import build_trainer, expected_world_size
+from ablations.train.validation import Validation
 
 log = logging.getLogger(__name__)
 TRAINED_CONFIG_FILE = "job_config.json"
 RECORDED_PARAMS = ("total", "embedding", "output", "non_embedding", "applied")
+VALIDATION_FIELDS = ("loss", "loss_se", "bpb", "bpb_se", "tokens", "bytes", "documents")
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,7 @@ def train(
             "trainer config",
             [f"the trainer runs {trainer.world_size} processes but the plan assumed {job_plan.world_size}"],
         )
-    return fit(trainer, module, datamodule, run_dir, job.ckpt_path, job.train.val_batches)
+    return fit(trainer, module, datamodule, run_dir, job.ckpt_path, job.train.val_max_tokens)
 
 
 def evaluate(job: JobConfig, trained: TrainResult, run_dir: Path) -> dict[str, Any] | None:
@@ -341,12 +343,18 @@ def trained_fields(trained: TrainResult, job_plan: JobPlan) -> dict[str, Any]:
         "train": {
             "plan": dataclasses.asdict(job_plan.train),
             "steps": trained.steps,
-            "val_loss": trained.val_loss,
+            **validation_fields(trained.validation),
             **trained.metrics,
         },
         "data": trained.manifest,
         "model_dir": trained.model_dir,
     }
+
+
+def validation_fields(validation: Validation | None) -> dict[str, Any]:
+    """The record's `train.val_*` fields: the final validation over the held-out split (nulls without one)."""
+    summary = validation.summary() if validation is not None else dict.fromkeys(VALIDATION_FIELDS)
+    return {f"val_{key}": summary[key] for key in VALIDATION_FIELDS}
 
 
 def callback_problems(callbacks: dict[str, Any]) -> list[str]:

@@ -3,7 +3,9 @@
 Schema (version 1; `analysis/` reads these):
     schema, status (one of STATUSES), name, sweep, axes, seed, run_dir, config (resolved), params {total,
     embedding, output, non_embedding, applied}, flops_per_token, tokens_seen, train {steps, final_loss,
-    val_loss, tokens_per_s, mfu, plan}, data (manifest), epochs (passes over the train split), model_dir, eval {tasks, paper_avg, ...},
+    val_loss, val_loss_se, val_bpb, val_bpb_se, val_tokens, val_bytes, val_documents (the final validation
+    over the whole held-out split), tokens_per_s, mfu, fit_seconds, plan}, data (manifest), epochs (passes
+    over the train split), model_dir, eval {tasks, paper_avg, ...},
     versions {ablations, python, torch, lightning, lm_eval, transformers}, error, started, finished
 """
 

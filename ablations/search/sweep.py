@@ -4,8 +4,8 @@
   `ablations.model.budget.solve_iso_params`, so sweep files name a budget (or a reference shape) and never
   a hand-typed width. The job config's typed conversion applies it, so every job, CLI and test sees it.
 - Resolvers (`register_resolvers`): `ablations.sweep_dir` and `ablations.variant_dir` give every variant of
-  a named sweep a stable directory (`multirun/<sweep>/<scale>/<axis=value,...>`), so a re-run finds the
-  records it already completed; `ablations.mul` multiplies (head counts → widths in the search spaces).
+  a named sweep a stable directory per seed (`multirun/<sweep>/<scale>/<axis=value,...>/seed=<n>`), so a
+  re-run finds the records it already completed; `ablations.mul` multiplies (head counts → widths in the search spaces).
 - `skip_reason(cfg)`: a variant a sweep declares not worth running (a duplicate, an invalid shape), with
   the reason that is logged instead of training.
 
@@ -42,14 +42,15 @@ def solve_model(spec: SolveSpec, template: ModelConfig) -> ModelConfig:
 def skip_reason(cfg: DictConfig) -> str | None:
     """Why this variant is not run, or None. Two declarative sources:
 
-    - `skip_variants`: a list of `{axes: {...}, reason: ...}`; a variant whose axes contain those values is skipped;
+    - `skip_variants`: a list of `{axes: {...}, reason: ...}`; a variant whose axes contain those values (an
+      axis given a list: any of them) is skipped;
     - `skip_invalid: true`: a model config that breaks a rule (e.g. more kv-heads than heads) is skipped
       with the rule as the reason, instead of being recorded as a failure.
     """
     axes = _plain(cfg.get("axes")) or {}
     for rule in _plain(cfg.get("skip_variants")) or []:
         wanted = rule.get("axes", {})
-        if all(str(axes.get(k)) == str(v) for k, v in wanted.items()):
+        if all(str(axes.get(k)) in map(str, v if isinstance(v, list) else [v]) for k, v in wanted.items()):
             return str(rule.get("reason", f"skipped: {wanted}"))
     if cfg.get("skip_invalid"):
         try:
@@ -73,13 +74,49 @@ def sweep_dir(sweep: str | None, scale: str | None, started: str) -> str:
     return f"multirun/{sweep}/{scale or 'default'}"
 
 
-def variant_dir(axes: Any, job_num: Any) -> str:
-    """`axis=value,...` (sorted) when the variant has axes, else the job number (ad-hoc multiruns)."""
+def variant_name(axes: Any) -> str:
+    """`axis=value,...` (sorted, path-safe): a sweep variant's name, the same for each of its seeds."""
     items = _plain(axes) or {}
-    if not items:
-        return str(job_num)
     text = ",".join(f"{k}={items[k]}" for k in sorted(items))  # type: ignore[index]
     return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", text)
+
+
+def variant_dir(axes: Any, job_num: Any, seed: Any) -> str:
+    """`<variant name>/seed=<seed>` when the variant has axes (one folder per seed, so `seeds=N` runs N
+    records side by side), else the job number (ad-hoc multiruns)."""
+    if not (_plain(axes) or {}):
+        return str(job_num)
+    return f"{variant_name(axes)}/seed={seed}"
+
+
+def table_row(table: str, key: str, _root_: DictConfig) -> Any:
+    """`${ablations.row:TABLE,KEY}`: the value KEY (dotted for nested values) of this job's row of the sweep
+    file's table `tables.TABLE`, whose `by` lists what picks the row, level by level: `scale` (the job's
+    `scale.shapes`: paper, smoke, proxy_cpu, …) or an axis name (that axis's value):
+
+        tables:
+          reference:
+            by: [scale, budget]
+            rows: {paper: {125M: {dim: 512, n_heads: 8}, 350M: {...}}, smoke: {...}}
+        model: {dim: "${ablations.row:reference,dim}"}
+    """
+    node = _root_.tables.get(table)
+    if node is None or "by" not in node or "rows" not in node:
+        raise ConfigError("sweep file", [f"tables.{table}: no such table with `by` and `rows`"])
+    row, path = node.rows, []
+    for level in node.by:
+        value = str(_root_.scale.shapes if level == "scale" else _root_.axes.get(level))
+        path.append(f"{level}={value}")
+        if value not in row:
+            raise ConfigError(
+                "sweep file", [f"tables.{table}: no row for {', '.join(path)} (rows: {sorted(row)})"]
+            )
+        row = row[value]
+    for part in key.split("."):
+        if part not in row:
+            raise ConfigError("sweep file", [f"tables.{table} row {', '.join(path)}: no key {key!r}"])
+        row = row[part]
+    return OmegaConf.to_container(row, resolve=True) if OmegaConf.is_config(row) else row
 
 
 def register_resolvers() -> None:
@@ -87,6 +124,7 @@ def register_resolvers() -> None:
     resolvers = {
         "ablations.sweep_dir": sweep_dir,
         "ablations.variant_dir": variant_dir,
+        "ablations.row": table_row,
         "ablations.mul": lambda *xs: _product(xs),
     }
     for name, fn in resolvers.items():

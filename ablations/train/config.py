@@ -77,7 +77,10 @@ class TrainConfig:
     val_every_n_steps: int = 1000
     """Optimizer steps between validation runs (0 disables periodic validation; one still runs at the end)."""
     val_batches: int = 50
-    """Micro-batches per validation run."""
+    """Micro-batches per periodic validation run (the final validation after training covers the split)."""
+    val_max_tokens: int | None = None
+    """Tokens of the held-out split the final validation measures, from its start; None → the whole split
+    (`ablations.train.validation`). A cap keeps a paper-scale corpus's 1% split to minutes."""
     ckpt_every_n_steps: int = 1000
     """Optimizer steps between periodic checkpoints (last.ckpt is also kept)."""
     keep_checkpoints: int = 3
@@ -101,6 +104,8 @@ class TrainConfig:
         ):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 v.append(f"train.{name} must be a positive integer (got {getattr(self, name)!r})")
+        if self.val_max_tokens is not None and self.val_max_tokens < 2:
+            v.append(f"train.val_max_tokens must be >= 2 or null (got {self.val_max_tokens!r})")
         if self.micro_batch_size != "auto" and (
             not isinstance(self.micro_batch_size, int) or self.micro_batch_size < 1
         ):

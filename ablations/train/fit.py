@@ -1,11 +1,13 @@
-"""The training stage: fit the module on the data, validate once more, export the model.
+"""The training stage: fit the module on the data, measure it on the whole held-out split, export the model.
 
 It returns what it produced (`TrainResult`); it neither evaluates nor writes the result record.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,14 +17,18 @@ import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from ablations.data.datamodule import TokenDataModule
+from ablations.data.shards import open_split
 from ablations.model.architecture import MobileLLM
 from ablations.model.checkpoint import RUN_MODEL_DIR, CheckpointError, save_model_dir
+from ablations.records.atomic import atomic_write_text
 from ablations.records.metrics import METRICS_FILE, read_metrics
 from ablations.train.checkpoint_io import checkpoint_problem, newest_loadable
 from ablations.train.module import LitMobileLLM
 from ablations.train.trainer import CKPT_DIR, LAST_CKPT, PERIODIC_GLOB
+from ablations.train.validation import Validation, measure_validation, split_tokens
 
 DIST_CKPT_META = "meta.pt"  # Lightning's name for the non-tensor part of a distributed checkpoint
+VALIDATION_FILE = "validation.json"  # the final validation with its per-document sums (for the bootstrap)
 
 
 @dataclass
@@ -38,9 +44,10 @@ class TrainResult:
     """The shard manifest the run trained on."""
     steps: int
     tokens_seen: int
-    val_loss: float | None
+    validation: Validation | None
+    """The final validation over the held-out split (None when the corpus holds none)."""
     metrics: dict[str, Any]
-    """Summary of metrics.jsonl: final_loss, tokens_per_s, mfu."""
+    """Summary of metrics.jsonl (final_loss, tokens_per_s, mfu) and this attempt's fit_seconds."""
     model_dir: str | None
     """The native model directory (relative to the run dir) the global-zero rank exported."""
 
@@ -115,16 +122,16 @@ def fit(
     datamodule: TokenDataModule,
     run_dir: Path,
     ckpt_path: str | None,
-    val_batches: int,
+    val_max_tokens: int | None,
 ) -> TrainResult:
-    """Train to the plan's last step (resuming per `ckpt_path`), validate on `val_batches`, export the model."""
+    """Train to the plan's last step (resuming per `ckpt_path`), measure the held-out split, export the model."""
+    started = time.perf_counter()
     # weights_only: a checkpoint is data, never code (torch < 2.6 would default to full unpickling)
     trainer.fit(
         module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(ckpt_path, run_dir), weights_only=True
     )
-    trainer.limit_val_batches = val_batches
-    validation = trainer.validate(module, datamodule=datamodule, verbose=False)
     model = full_model(module)
+    validation = final_validation(model, datamodule, val_max_tokens)
     result = TrainResult(
         is_global_zero=trainer.is_global_zero,
         model=model,
@@ -132,7 +139,7 @@ def fit(
         manifest=datamodule.manifest,
         steps=0,
         tokens_seen=0,
-        val_loss=validation[0].get("val/loss") if validation else None,
+        validation=validation,
         metrics={},
         model_dir=None,
     )
@@ -140,6 +147,30 @@ def fit(
         # the loop counters live in the checkpoint: with spawned workers this process never trained
         result.steps, result.tokens_seen = checkpoint_counters(run_dir / CKPT_DIR / LAST_CKPT)
         result.metrics = summarize_metrics(read_metrics(run_dir / METRICS_FILE))
+        result.metrics["fit_seconds"] = time.perf_counter() - started  # this attempt: training + validation
         save_model_dir(model, run_dir / RUN_MODEL_DIR, tokenizer=datamodule.tokenizer)
         result.model_dir = RUN_MODEL_DIR
+        if validation is not None:
+            text = json.dumps({**validation.summary(), "per_document": validation.per_document})
+            atomic_write_text(run_dir / VALIDATION_FILE, text + "\n")
     return result
+
+
+def final_validation(
+    model: MobileLLM, datamodule: TokenDataModule, max_tokens: int | None
+) -> Validation | None:
+    """The trained model measured once over the held-out split (every rank; None when there is none)."""
+    manifest, tokenizer_cfg, tokenizer = datamodule.manifest, datamodule.tokenizer_cfg, datamodule.tokenizer
+    if manifest["splits"]["val"]["tokens"] < 2:
+        return None
+    assert datamodule.shard_dir is not None
+    stream = split_tokens(open_split(datamodule.shard_dir, manifest, "val"), max_tokens)
+    return measure_validation(
+        model,
+        stream,
+        tokenizer,
+        datamodule.seq_len,
+        datamodule.val_micro_batch_size,
+        tokenizer.bos_token_id if tokenizer_cfg.add_bos else None,
+        tokenizer.eos_token_id if tokenizer_cfg.add_eos else None,
+    )
