@@ -3,6 +3,7 @@
 `comparison_table` returns the numeric table (what the CSV holds); columns:
 - `budget`, `row` (paper row key or empty), `label` (paper row name, else the variant), `variant`,
   `status` (`not run` for a paper row no variant maps to), `note`, `seeds`, `ci_source`, `params_m`
+- `val bpb`, `val bpb low/high`: validation bits per byte (mean over seeds, 95% interval)
 - `<TASK LABEL>` and `<TASK LABEL> low/high` (percent), `Avg`, `Avg low`, `Avg high`
 - `paper Avg`, `Δ Avg` (ours − paper), `paper <TASK LABEL>` where the paper gives per-task values
 - `baseline` (the row other rows are compared with), `overlaps baseline` (its 95% interval overlaps the
@@ -41,6 +42,11 @@ def _our_row(variant: pd.Series, key: str | None, paper: pd.Series | None) -> di
         label = TASK_LABELS[task]
         row[label] = variant[task]
         row[f"{label} low"], row[f"{label} high"] = variant.get(f"{task}_low"), variant.get(f"{task}_high")
+    row["val bpb"], row["val bpb low"], row["val bpb high"] = (
+        variant.get("val_bpb", math.nan),
+        variant.get("val_bpb_low", math.nan),
+        variant.get("val_bpb_high", math.nan),
+    )
     row["Avg"], row["Avg low"], row["Avg high"] = (
         variant["avg"],
         variant.get("avg_low"),

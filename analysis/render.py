@@ -46,10 +46,20 @@ def _avg_cell(row: pd.Series) -> str:
     return cell
 
 
+def _bpb_cell(row: pd.Series) -> str:
+    if pd.isna(row.get("val bpb")):
+        return MISSING
+    low, high = row.get("val bpb low"), row.get("val bpb high")
+    interval = f" [{float(low):.4f}, {float(high):.4f}]" if pd.notna(low) and pd.notna(high) else ""
+    return f"{float(row['val bpb']):.4f}{interval}"
+
+
 def display_frame(table: pd.DataFrame) -> pd.DataFrame:
-    """The formatted table shown in Markdown and LaTeX (strings, paper column order)."""
+    """The formatted table shown in Markdown and LaTeX (strings, paper column order); validation bits per
+    byte where the records have them."""
     rows = []
     has_paper = "paper Avg" in table
+    has_bpb = "val bpb" in table and table["val bpb"].notna().any()
     for _, r in table.iterrows():
         label = r["label"] + (" (baseline)" if r.get("baseline") is True else "")
         row = {
@@ -59,6 +69,8 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
             "Status": r["status"],
         }
         row["Params"] = _params(r.get("params_m"))
+        if has_bpb:
+            row["Val bpb [95% CI]"] = _bpb_cell(r)
         row.update({TASK_LABELS[t]: _pct(r.get(TASK_LABELS[t])) for t in PAPER_ZERO_SHOT})
         row["Avg [95% CI]"] = _avg_cell(r)
         if has_paper:

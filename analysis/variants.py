@@ -5,6 +5,8 @@ Scores are percentages (the paper's unit). Columns of `summarize_variants`:
 - every config / axes / params column of the first record (configs of seeds are identical)
 - `<task>`, `<task>_low`, `<task>_high` for the 8 tasks; `avg`, `avg_low`, `avg_high`; `n_tasks`
 - `ci_source`: `seeds`, `bootstrap`, `stderr` or `none` (see `analysis.bootstrap`)
+- `val_bpb`, `val_bpb_low`, `val_bpb_high`: validation bits per byte, the mean over seeds and its 95%
+  interval (Student-t over seeds; one seed: its own standard error over documents)
 
 `status` is `complete`, `partial` (some seeds not complete, or some tasks missing: see `error`),
 or the status shared by all records (`failed`, `diverged`, `running`, …).
@@ -102,6 +104,19 @@ def _scores(complete: pd.DataFrame, n_resamples: int, seed: int) -> dict[str, An
     return out | {"ci_source": source}
 
 
+def _val_bpb(complete: pd.DataFrame) -> dict[str, float]:
+    """Mean validation bits per byte over the complete records and its 95% interval (NaN without any)."""
+    values = complete.get("result/train/val_bpb", pd.Series(dtype=float)).dropna().astype(float).to_numpy()
+    if not len(values):
+        return {"val_bpb": math.nan, "val_bpb_low": math.nan, "val_bpb_high": math.nan}
+    if len(values) >= 2:
+        low, high = seed_interval(values)
+    else:
+        se = complete.get("result/train/val_bpb_se", pd.Series([math.nan])).astype(float).iloc[0]
+        low, high = normal_interval(float(values[0]), float(se))
+    return {"val_bpb": float(values.mean()), "val_bpb_low": low, "val_bpb_high": high}
+
+
 def _status(group: pd.DataFrame, n_tasks: int) -> tuple[str, str | None]:
     """(status, explanation) of a variant from its records' statuses and task coverage."""
     statuses = group["status"].tolist()
@@ -144,6 +159,7 @@ def summarize_variants(records: pd.DataFrame, n_resamples: int = N_RESAMPLES, se
                 "ci_source": scores["ci_source"],
             }
             | pct
+            | _val_bpb(complete)
         )
     frame = pd.DataFrame(rows)
     for column in ("avg", "avg_low", "avg_high", *PAPER_ZERO_SHOT):
