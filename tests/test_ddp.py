@@ -37,6 +37,9 @@ def test_two_ranks_see_disjoint_data_and_average_their_gradients(tmp_path: Path)
     record = run_job(cfg, tmp_path / "run", name="ddp")
     assert record["status"] == "complete" and read_result(tmp_path / "run")["status"] == "complete"
     assert record["tokens_seen"] == 3 * 2 * 4 * 32 and record["train"]["plan"]["global_batch_sequences"] == 8
+    # the spawning process never set its datamodule up: the record still has the manifest and the validation
+    assert record["data"]["splits"]["val"]["tokens"] == record["train"]["val_tokens"] + 1
+    assert record["train"]["val_bpb"] > 0 and (tmp_path / "run" / "validation.json").is_file()
 
     batches = {
         rank: [torch.load(probe / f"rank{rank}_batch{i}.pt", weights_only=True) for i in range(3)]

@@ -69,6 +69,18 @@ def test_smoke_training_lowers_the_loss_and_records_the_run(tmp_path: Path) -> N
     assert len(curve) == 60 and all(math.isfinite(x) for x in curve)
     assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5 - 0.5  # it learns: > 0.5 nat lower after 60 steps
     assert saved["train"]["val_loss"] < curve[0]
+    # the final validation covers the whole held-out split: every val token after the first is a target
+    train = saved["train"]
+    assert train["val_tokens"] == saved["data"]["splits"]["val"]["tokens"] - 1 and train["val_documents"] > 1
+    assert train["val_bpb"] == pytest.approx(
+        train["val_loss"] * train["val_tokens"] / train["val_bytes"] / math.log(2)
+    )
+    assert 0 < train["val_loss_se"] < 0.1 and train["val_bpb_se"] > 0 and train["fit_seconds"] > 0
+    per_document = json.loads((tmp_path / "validation.json").read_text())["per_document"]
+    assert (
+        sum(per_document["tokens"]) == train["val_tokens"]
+        and sum(per_document["bytes"]) == train["val_bytes"]
+    )
     assert saved["train"]["final_loss"] == curve[-1]
     assert saved["train"]["tokens_per_s"] > 0
     assert saved["data"]["tokenizer"] and (tmp_path / "model" / "tokenizer.json").is_file()

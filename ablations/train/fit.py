@@ -17,7 +17,7 @@ import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from ablations.data.datamodule import TokenDataModule
-from ablations.data.shards import open_split
+from ablations.data.shards import open_split, read_manifest
 from ablations.model.architecture import MobileLLM
 from ablations.model.checkpoint import RUN_MODEL_DIR, CheckpointError, save_model_dir
 from ablations.records.atomic import atomic_write_text
@@ -131,12 +131,15 @@ def fit(
         module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(ckpt_path, run_dir), weights_only=True
     )
     model = full_model(module)
-    validation = final_validation(model, datamodule, val_max_tokens)
+    assert datamodule.shard_dir is not None  # prepared before training, in this process too
+    # read here: after `ddp_spawn` this process's datamodule was never set up (its workers were)
+    manifest = read_manifest(datamodule.shard_dir, verify_hashes=False)
+    validation = final_validation(model, datamodule, manifest, val_max_tokens)
     result = TrainResult(
         is_global_zero=trainer.is_global_zero,
         model=model,
         tokenizer=datamodule.tokenizer,
-        manifest=datamodule.manifest,
+        manifest=manifest,
         steps=0,
         tokens_seen=0,
         validation=validation,
@@ -157,14 +160,13 @@ def fit(
 
 
 def final_validation(
-    model: MobileLLM, datamodule: TokenDataModule, max_tokens: int | None
+    model: MobileLLM, datamodule: TokenDataModule, manifest: dict[str, Any], max_tokens: int | None
 ) -> Validation | None:
     """The trained model measured once over the held-out split (every rank; None when there is none)."""
-    manifest, tokenizer_cfg, tokenizer = datamodule.manifest, datamodule.tokenizer_cfg, datamodule.tokenizer
     if manifest["splits"]["val"]["tokens"] < 2:
         return None
-    assert datamodule.shard_dir is not None
-    stream = split_tokens(open_split(datamodule.shard_dir, manifest, "val"), max_tokens)
+    tokenizer_cfg, tokenizer = datamodule.tokenizer_cfg, datamodule.tokenizer
+    stream = split_tokens(open_split(datamodule.shard_dir, manifest, "val"), max_tokens)  # type: ignore[arg-type]
     return measure_validation(
         model,
         stream,
