@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import ablations.job.config  # noqa: F401  (registers the job schema and resolvers before Hydra composes)
-from ablations.job.hydra_dumps import mask_hydra_dumps
+from ablations.job.hydra_dumps import hold_hydra_dumps, mask_hydra_dumps
 from ablations.job.outcome import EXIT_CODES
 from ablations.records.errors import ConfigError, DataError, RunDirLocked
 from ablations.records.result import RESULT_FILE, is_complete, read_result
@@ -33,7 +33,8 @@ log = logging.getLogger("run")
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     PREEMPTION.install()  # first: a pre-emption signal from here on stops training at its first step
-    mask_hydra_dumps()  # Hydra wrote the command line's values to .hydra/*.yaml before this job started
+    mask_hydra_dumps()  # Hydra wrote a sweep's multirun.yaml, with the command line's values, before this job
+    hold_hydra_dumps(cfg)  # .hydra/*.yaml: written once the job takes the run dir, never by a refused run
     from ablations.job.stages import (  # lightning and lm-eval: seconds, only once a job runs
         run_job,
         status_of,

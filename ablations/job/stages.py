@@ -34,6 +34,7 @@ from ablations.data.tokenizer import check_vocab_fits
 from ablations.eval.evaluation import run_evaluation
 from ablations.eval.tasks import missing_task_data
 from ablations.job.config import JobConfig, composed_config, first_line, job_config
+from ablations.job.hydra_dumps import take_run_dir
 from ablations.job.plan_report import print_plan
 from ablations.job.resume import changed_keys, shape_changes, unknown_allowances
 from ablations.model.budget import count_params, flops_per_token
@@ -236,6 +237,7 @@ def run_locked_job(
         job = validate(cfg, run_dir, multirun)
     except ConfigError as error:  # nothing was built; a new variant is still recorded, as failed
         if previous is None or previous.get("status") == "failed":  # an earlier run's record stays
+            take_run_dir(run_dir, rank_zero_only.rank == 0)
             record(
                 run_dir, {"status": "failed", **identity, "config": composed_config(cfg), "error": str(error)}
             )
@@ -300,6 +302,7 @@ def start_record(
         "error": None,
         "started": (previous or {}).get("started") or datetime.now(timezone.utc).isoformat(),
     }
+    take_run_dir(run_dir, rank_zero_only.rank == 0)  # this run's: its .hydra dumps, its run.log
     record(run_dir, values)
     fresh = resolve_ckpt_path(job.ckpt_path, run_dir) is None
     if rank_zero_only.rank == 0 and (fresh or not (run_dir / TRAINED_CONFIG_FILE).is_file()):
