@@ -242,7 +242,7 @@ def run_locked_job(
                 run_dir, {"status": "failed", **identity, "config": composed_config(cfg), "error": str(error)}
             )
         raise
-    with trial_heartbeat(job.optuna, rank_zero_only.rank == 0):
+    with trial_heartbeat(job.optuna, rank_zero_only.rank == 0, run_dir):
         return run_stages(job, run_dir, identity)
 
 
