@@ -47,7 +47,7 @@ from ablations.records.secrets import mask_secrets
 from ablations.search.pruning import OptunaPruning, trial_heartbeat
 from ablations.train.fit import TrainResult, fit, last_checkpoint_counters, resolve_ckpt_path
 from ablations.train.loggers import build_loggers
-from ablations.train.micro_batch import micro_batch_size
+from ablations.train.micro_batch import MemoryLayout, memory_layout
 from ablations.train.module import LitMobileLLM
 from ablations.train.plan import TrainPlan, plan_training
 from ablations.train.trainer import build_trainer, expected_world_size
@@ -67,6 +67,8 @@ class JobPlan:
     """`train.micro_batch_size`, with `auto` resolved by the memory plan."""
     params: dict[str, int]
     flops_per_token: int
+    memory: MemoryLayout
+    """Micro-batch and checkpointing, checked against the training device; the memory per GPU."""
 
 
 # ------------------------------------------------------------------------------------------- stages
@@ -94,7 +96,8 @@ def validate(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> JobConfi
 
 
 def plan(job: JobConfig) -> JobPlan:
-    """Steps, batch and LR for the world size the trainer config asks for; parameter and FLOP counts."""
+    """Steps, batch and LR for the world size the trainer config asks for; parameter and FLOP counts; the
+    memory layout (micro-batch, checkpointing) checked against the training device (ConfigError: no fit)."""
     world_size = expected_world_size(job.trainer)
     replicas = job.trainer.fsdp_replicate_groups
     if job.trainer.strategy == "fsdp" and world_size % replicas:
@@ -103,10 +106,12 @@ def plan(job: JobConfig) -> JobPlan:
             [f"trainer.fsdp_replicate_groups={replicas} does not divide the {world_size} ranks "
              f"(trainer.devices × trainer.num_nodes)"],
         )  # fmt: skip
-    micro_batch = micro_batch_size(job.train, job.trainer, job.model, world_size)
-    train_plan = plan_training(
-        dataclasses.replace(job.train, micro_batch_size=micro_batch), world_size, job.model.max_seq_len
+    memory = memory_layout(job.train, job.trainer, job.model, world_size)  # refused if it does not fit
+    micro_batch = memory.micro_batch_size
+    resolved = dataclasses.replace(
+        job.train, micro_batch_size=micro_batch, activation_checkpointing=memory.activation_checkpointing
     )
+    train_plan = plan_training(resolved, world_size, job.model.max_seq_len)
     counts = count_params(job.model).as_dict()
     return JobPlan(
         train=train_plan,
@@ -114,6 +119,7 @@ def plan(job: JobConfig) -> JobPlan:
         micro_batch_size=micro_batch,
         params={k: counts[k] for k in RECORDED_PARAMS},
         flops_per_token=flops_per_token(job.model, train_plan.seq_len),
+        memory=memory,
     )
 
 
@@ -250,7 +256,7 @@ def run_stages(job: JobConfig, run_dir: Path, identity: dict[str, Any]) -> dict[
     """plan → data → model → train → evaluate → record, recording the outcome whatever happens."""
     job_plan = plan(job)
     if job.plan_only:  # a dry run: nothing built, nothing recorded
-        print_plan(job, job_plan.train, job_plan.params, job_plan.flops_per_token)
+        print_plan(job, job_plan.train, job_plan.params, job_plan.flops_per_token, job_plan.memory)
         return {"status": "planned", **identity, "train": {"plan": dataclasses.asdict(job_plan.train)}}
     values = start_record(job, job_plan, run_dir, identity)
     try:

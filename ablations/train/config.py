@@ -38,11 +38,13 @@ class TrainConfig:
     """Sequences per optimizer step over all devices; set, it fixes the step count and LR whatever the GPU
     count (accumulation = global / (micro × world), which must divide); null → micro × world × grad_accum_steps."""
     device: str | None = None
-    """The device the memory plan sizes `micro_batch_size=auto` for, a key of `ablations.train.memory.DEVICES`
-    (`h100_80gb`, `a100_40gb`, …); None → the memory of the visible CUDA device."""
+    """The device the memory plan is checked against (a layout that does not fit is refused) and sizes the
+    `auto` settings for, a key of `ablations.train.memory.DEVICES` (`h100_80gb`, `a100_40gb`, …); None → the
+    visible GPU of a GPU job (a CPU job is not checked)."""
     activation_checkpointing: str = "none"
     """Recompute block applications in backward instead of keeping their activations: `none`, `full` (every
-    application) or `every_k` (every `activation_checkpointing_every`-th; a shared block per application)."""
+    application), `every_k` (every `activation_checkpointing_every`-th; a shared block per application), or
+    `auto`: the least recompute (none, every_k, full) under which the micro-batch fits the device."""
     activation_checkpointing_every: int = 2
     """k of `every_k`."""
     loss_chunk_tokens: int | None = 4096
@@ -109,10 +111,10 @@ class TrainConfig:
             )
         if self.device is not None and self.device not in DEVICES:
             v.append(f"train.device={self.device!r} is not one of {sorted(DEVICES)}")
-        if self.activation_checkpointing not in ACTIVATION_CHECKPOINTING:
+        if self.activation_checkpointing not in (*ACTIVATION_CHECKPOINTING, "auto"):
             v.append(
                 f"train.activation_checkpointing={self.activation_checkpointing!r} is not one of "
-                f"{ACTIVATION_CHECKPOINTING}"
+                f"{(*ACTIVATION_CHECKPOINTING, 'auto')}"
             )
         if self.loss_chunk_tokens is not None and self.loss_chunk_tokens < 1:
             v.append(f"train.loss_chunk_tokens must be >= 1 or null (got {self.loss_chunk_tokens})")
