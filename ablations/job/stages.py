@@ -25,6 +25,7 @@ import lightning as L
 import torch
 from hydra.utils import get_class, instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from ablations.data.datamodule import TokenDataModule, loader_workers
@@ -50,6 +51,7 @@ from ablations.train.loggers import build_loggers
 from ablations.train.micro_batch import MemoryLayout, memory_layout
 from ablations.train.module import LitMobileLLM
 from ablations.train.plan import TrainPlan, plan_training
+from ablations.train.signals import PREEMPTION
 from ablations.train.trainer import build_trainer, expected_world_size
 
 log = logging.getLogger(__name__)
@@ -275,6 +277,7 @@ def run_stages(job: JobConfig, run_dir: Path, identity: dict[str, Any]) -> dict[
             counters = last_checkpoint_counters(run_dir)
             values["tokens_seen"] = counters.get("tokens_seen", 0)
             values["train"]["steps"] = counters.get("steps", 0)
+            values["error"] = interruption(error, run_dir, counters)
         # bad input names itself (file, line, key): a traceback would only bury that message
         detail = str(error) if isinstance(error, (ConfigError, DataError)) else traceback.format_exc()
         log.error("job %s %s:\n%s", identity["name"], values["status"], detail)
@@ -409,6 +412,26 @@ def status_of(error: BaseException) -> str:
     if isinstance(error, (KeyboardInterrupt, SystemExit)):  # SIGTERMException is a SystemExit
         return "interrupted"
     return "failed"
+
+
+def interruption(error: BaseException, run_dir: Path, counters: dict[str, int]) -> str:
+    """An interrupted job's error: which signal stopped it and where it resumes (Lightning's
+    SIGTERMException carries no message)."""
+    if PREEMPTION.received is not None:
+        cause = f"{PREEMPTION.received.name} (pre-emption)"
+    elif isinstance(error, KeyboardInterrupt):
+        cause = "SIGINT (Ctrl-C)"
+    elif isinstance(error, SIGTERMException):
+        cause = "a pre-emption signal on another rank"
+    else:
+        cause = f"an exit ({error})"
+    checkpoint = resolve_ckpt_path("auto", run_dir)
+    where = (
+        f"resumable from {checkpoint} (step {counters['steps']}, {counters['tokens_seen']:,} tokens seen)"
+        if checkpoint is not None
+        else "no checkpoint yet, so it starts over from step 0"
+    )
+    return f"{type(error).__name__}: stopped by {cause}; {where}: run the same command to resume"
 
 
 def finish_wandb() -> None:

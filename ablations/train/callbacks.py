@@ -154,14 +154,20 @@ class LastCheckpoint(L.Callback):
             remove_partial_checkpoints(self.last_ckpt_path.parent)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.last_ckpt_path)
+        self.save(trainer)
+
+    def save(self, trainer: L.Trainer) -> None:
+        """The whole training state (weights_only=False: also optimizer, scheduler, loops, callbacks), said
+        explicitly: left unset, Lightning logs "`weights_only` was not set, defaulting to False", which reads
+        like an unsafe load. It is a save; every load of a checkpoint is weights_only=True."""
+        trainer.save_checkpoint(self.last_ckpt_path, weights_only=False)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         if not isinstance(exception, SIGTERMException):
             return
-        trainer.save_checkpoint(self.last_ckpt_path)
+        self.save(trainer)
         job_id = os.environ.get("SLURM_JOB_ID")
         if trainer.is_global_zero and job_id:
             # our handler replaced submitit's, so the job asks SLURM itself (an array task's own job id)

@@ -6,6 +6,7 @@ Torch-free: a job's config is validated before anything is built.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,15 +129,20 @@ class TrainConfig:
             )
         if not 0.0 < self.assumed_mfu <= 1.0:
             v.append(f"train.assumed_mfu must be in (0, 1] (got {self.assumed_mfu})")
-        if self.lr is not None and not self.lr > 0:
-            v.append(f"train.lr must be > 0 or null (got {self.lr})")
+        for name in ("lr", "peak_tflops"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                v.append(f"train.{name} must be > 0 and finite, or null (got {value})")
+        for name in ("base_lr", "eps"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                v.append(f"train.{name} must be > 0 and finite (got {getattr(self, name)})")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             v.append(f"train.min_lr_ratio must be in [0, 1] (got {self.min_lr_ratio})")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             v.append(f"train.betas must be two values in [0, 1) (got {self.betas})")
         for name in ("warmup_steps", "weight_decay", "grad_clip", "val_every_n_steps", "ckpt_every_n_steps"):
-            if getattr(self, name) < 0:
-                v.append(f"train.{name} must be >= 0 (got {getattr(self, name)})")
+            if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):  # NaN fails both
+                v.append(f"train.{name} must be >= 0 and finite (got {getattr(self, name)})")
         if v:
             raise ConfigError("train config", v)
 
