@@ -10,20 +10,24 @@ python run.py -m +search=budget_125m                       # Optuna architecture
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-import ablations.job.config  # noqa: F401  (registers the job schema and resolvers before Hydra composes)
-from ablations.job.hydra_dumps import mask_hydra_dumps
+# importing ablations.job.config registers the job schema and resolvers before Hydra composes
+from ablations.job.config import hydra_error_text
+from ablations.job.hydra_dumps import hold_hydra_dumps, mask_hydra_dumps
 from ablations.job.outcome import EXIT_CODES
 from ablations.records.errors import ConfigError, DataError, RunDirLocked
 from ablations.records.result import RESULT_FILE, is_complete, read_result
-from ablations.records.secrets import install_log_masking
+from ablations.records.secrets import install_log_masking, mask_text
 from ablations.search.sweep import skip_reason, variant_name
 from ablations.train.signals import PREEMPTION
 
@@ -33,7 +37,8 @@ log = logging.getLogger("run")
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     PREEMPTION.install()  # first: a pre-emption signal from here on stops training at its first step
-    mask_hydra_dumps()  # Hydra wrote the command line's values to .hydra/*.yaml before this job started
+    mask_hydra_dumps()  # Hydra wrote a sweep's multirun.yaml, with the command line's values, before this job
+    hold_hydra_dumps(cfg)  # .hydra/*.yaml: written once the job takes the run dir, never by a refused run
     from ablations.job.stages import (  # lightning and lm-eval: seconds, only once a job runs
         run_job,
         status_of,
@@ -75,5 +80,31 @@ def main(cfg: DictConfig) -> float | None:
     return (record.get("train") or {}).get("val_loss")
 
 
+def cli() -> None:
+    """`python run.py`: Hydra's entry point, with bad config found by Hydra (an unknown preset or key, a value
+    of the wrong type) or by the sweeper (e.g. an unwritable Optuna storage) refused like the job's own bad
+    config: `error: <message naming the key>` on stderr, exit 2 (Hydra alone exits 1, after its search path).
+    HYDRA_FULL_ERROR=1 makes Hydra raise instead of printing and exiting (set by you: Hydra's full trace)."""
+    if os.environ.get("HYDRA_FULL_ERROR"):
+        main()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException, ConfigError) as error:
+        print(f"error: {mask_text(refusal_text(error))}", file=sys.stderr)
+        sys.exit(EXIT_CODES["config"])
+
+
+def refusal_text(error: Exception) -> str:
+    """The message of bad config refused before any job ran: Hydra's without its search path; a ConfigError
+    with one broken rule on one line."""
+    if isinstance(error, HydraException):
+        return hydra_error_text(error)
+    if isinstance(error, ConfigError) and len(error.violations) == 1:
+        return f"invalid {error.what}: {error.violations[0]}"
+    return str(error)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -22,7 +22,15 @@ from ablations.model.config import ModelConfig
 from ablations.model.memory import ACTIVATION_CHECKPOINTING
 from ablations.records.errors import ConfigError
 from ablations.records.secrets import cli_exit
-from ablations.train.memory import GIB, device_capacity, largest_micro_batch, memory_plan
+from ablations.train.memory import (
+    CHECKPOINTING_ORDER,
+    GIB,
+    SAFETY_MARGIN,
+    compute_precision,
+    device_capacity,
+    largest_micro_batch,
+    memory_plan,
+)
 
 GPUS_PER_NODE = 8  # assumed for trainer.devices=-1 (every visible GPU), which a plan cannot see
 
@@ -40,25 +48,31 @@ def print_memory(job: JobConfig, device: str, world_size: int, seq_len: int) -> 
     """The per-GPU memory table of this job's layout, and the largest micro-batch per checkpointing mode."""
     train, trainer = job.train, job.trainer
     capacity = device_capacity(device)
-    layout = (trainer.strategy, trainer.precision)
+    layout = (
+        trainer.strategy,
+        compute_precision(trainer.strategy, trainer.precision, trainer.fsdp_param_dtype),
+    )
     settings = (train.activation_checkpointing_every, train.loss_chunk_tokens)
 
     def largest(mode: str) -> int:
         return largest_micro_batch(job.model, seq_len, capacity, world_size, *layout, mode, *settings)
 
-    micro_batch = (
-        largest(train.activation_checkpointing)
-        if train.micro_batch_size == "auto"
-        else train.micro_batch_size
-    )
-    plan = memory_plan(
-        job.model, seq_len, int(micro_batch), world_size, *layout, train.activation_checkpointing, *settings
-    )
+    def fits(micro_batch: int, mode: str) -> bool:
+        plan = memory_plan(job.model, seq_len, micro_batch, world_size, *layout, mode, *settings)
+        return plan.total <= SAFETY_MARGIN * capacity
+
+    checkpointing = train.activation_checkpointing
+    sized = 1 if train.micro_batch_size == "auto" else int(train.micro_batch_size)
+    if checkpointing == "auto":  # as the plan stage resolves it: the least recompute that fits
+        checkpointing = next((m for m in CHECKPOINTING_ORDER if fits(sized, m)), "full")
+    micro_batch = largest(checkpointing) if train.micro_batch_size == "auto" else sized
+    plan = memory_plan(job.model, seq_len, micro_batch, world_size, *layout, checkpointing, *settings)
     table = Table(
         title=(
             f"per-GPU memory on {device} ({capacity / GIB:.0f} GiB): {world_size} GPUs, strategy "
-            f"{trainer.strategy}, {trainer.precision}, micro-batch {micro_batch} × {seq_len}, checkpointing "
-            f"{train.activation_checkpointing}, loss chunk {train.loss_chunk_tokens}"
+            f"{trainer.strategy}, {layout[1]}, micro-batch {micro_batch} × {seq_len}, checkpointing "
+            f"{checkpointing}{' (auto)' if train.activation_checkpointing == 'auto' else ''}, loss chunk "
+            f"{train.loss_chunk_tokens}"
         ),
     )
     table.add_column("part", style="bold")

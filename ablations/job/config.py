@@ -117,9 +117,14 @@ def compose_config(overrides: list[str] | None = None, config_name: str = "confi
 
 def hydra_error_text(error: HydraException) -> str:
     """Hydra's message and its cause's (which names the key and the value), one bullet of a ConfigError:
-    continuation lines indented, without OmegaConf's type lines or Hydra's search path."""
+    continuation lines indented, without OmegaConf's type lines or Hydra's search path; a group's available
+    options on one line."""
     text = str(error) if error.__cause__ is None else f"{error}: {error.__cause__}"
-    lines = [line.strip() for line in text.split("Config search path:")[0].splitlines()]
+    head, _, options = text.split("Config search path:")[0].partition("Available options in")
+    if options:  # a missing preset: "Available options in 'model':\n\ta\n\tb" → one line
+        group, _, names = options.partition(":")
+        head += f"Available options in{group}: {', '.join(names.split())}"
+    lines = [line.strip() for line in head.splitlines()]
     kept = [line for line in lines if line and not line.startswith(("reference_type=", "object_type="))]
     return "\n    ".join(kept)
 

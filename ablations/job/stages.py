@@ -25,6 +25,7 @@ import lightning as L
 import torch
 from hydra.utils import get_class, instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from ablations.data.datamodule import TokenDataModule, loader_workers
@@ -34,6 +35,7 @@ from ablations.data.tokenizer import check_vocab_fits
 from ablations.eval.evaluation import run_evaluation
 from ablations.eval.tasks import missing_task_data
 from ablations.job.config import JobConfig, composed_config, first_line, job_config
+from ablations.job.hydra_dumps import take_run_dir
 from ablations.job.plan_report import print_plan
 from ablations.job.resume import changed_keys, shape_changes, unknown_allowances
 from ablations.model.budget import count_params, flops_per_token
@@ -46,9 +48,10 @@ from ablations.records.secrets import mask_secrets
 from ablations.search.pruning import OptunaPruning, trial_heartbeat
 from ablations.train.fit import TrainResult, fit, last_checkpoint_counters, resolve_ckpt_path
 from ablations.train.loggers import build_loggers
-from ablations.train.micro_batch import micro_batch_size
+from ablations.train.micro_batch import MemoryLayout, memory_layout
 from ablations.train.module import LitMobileLLM
 from ablations.train.plan import TrainPlan, plan_training
+from ablations.train.signals import PREEMPTION
 from ablations.train.trainer import build_trainer, expected_world_size
 from ablations.train.validation import Validation
 
@@ -68,6 +71,8 @@ class JobPlan:
     """`train.micro_batch_size`, with `auto` resolved by the memory plan."""
     params: dict[str, int]
     flops_per_token: int
+    memory: MemoryLayout
+    """Micro-batch and checkpointing, checked against the training device; the memory per GPU."""
 
 
 # ------------------------------------------------------------------------------------------- stages
@@ -95,7 +100,8 @@ def validate(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> JobConfi
 
 
 def plan(job: JobConfig) -> JobPlan:
-    """Steps, batch and LR for the world size the trainer config asks for; parameter and FLOP counts."""
+    """Steps, batch and LR for the world size the trainer config asks for; parameter and FLOP counts; the
+    memory layout (micro-batch, checkpointing) checked against the training device (ConfigError: no fit)."""
     world_size = expected_world_size(job.trainer)
     replicas = job.trainer.fsdp_replicate_groups
     if job.trainer.strategy == "fsdp" and world_size % replicas:
@@ -104,10 +110,12 @@ def plan(job: JobConfig) -> JobPlan:
             [f"trainer.fsdp_replicate_groups={replicas} does not divide the {world_size} ranks "
              f"(trainer.devices × trainer.num_nodes)"],
         )  # fmt: skip
-    micro_batch = micro_batch_size(job.train, job.trainer, job.model, world_size)
-    train_plan = plan_training(
-        dataclasses.replace(job.train, micro_batch_size=micro_batch), world_size, job.model.max_seq_len
+    memory = memory_layout(job.train, job.trainer, job.model, world_size)  # refused if it does not fit
+    micro_batch = memory.micro_batch_size
+    resolved = dataclasses.replace(
+        job.train, micro_batch_size=micro_batch, activation_checkpointing=memory.activation_checkpointing
     )
+    train_plan = plan_training(resolved, world_size, job.model.max_seq_len)
     counts = count_params(job.model).as_dict()
     return JobPlan(
         train=train_plan,
@@ -115,6 +123,7 @@ def plan(job: JobConfig) -> JobPlan:
         micro_batch_size=micro_batch,
         params={k: counts[k] for k in RECORDED_PARAMS},
         flops_per_token=flops_per_token(job.model, train_plan.seq_len),
+        memory=memory,
     )
 
 
@@ -238,11 +247,12 @@ def run_locked_job(
         job = validate(cfg, run_dir, multirun)
     except ConfigError as error:  # nothing was built; a new variant is still recorded, as failed
         if previous is None or previous.get("status") == "failed":  # an earlier run's record stays
+            take_run_dir(run_dir, rank_zero_only.rank == 0)
             record(
                 run_dir, {"status": "failed", **identity, "config": composed_config(cfg), "error": str(error)}
             )
         raise
-    with trial_heartbeat(job.optuna, rank_zero_only.rank == 0):
+    with trial_heartbeat(job.optuna, rank_zero_only.rank == 0, run_dir):
         return run_stages(job, run_dir, identity)
 
 
@@ -250,7 +260,7 @@ def run_stages(job: JobConfig, run_dir: Path, identity: dict[str, Any]) -> dict[
     """plan → data → model → train → evaluate → record, recording the outcome whatever happens."""
     job_plan = plan(job)
     if job.plan_only:  # a dry run: nothing built, nothing recorded
-        print_plan(job, job_plan.train, job_plan.params, job_plan.flops_per_token)
+        print_plan(job, job_plan.train, job_plan.params, job_plan.flops_per_token, job_plan.memory)
         return {"status": "planned", **identity, "train": {"plan": dataclasses.asdict(job_plan.train)}}
     values = start_record(job, job_plan, run_dir, identity)
     try:
@@ -269,6 +279,7 @@ def run_stages(job: JobConfig, run_dir: Path, identity: dict[str, Any]) -> dict[
             counters = last_checkpoint_counters(run_dir)
             values["tokens_seen"] = counters.get("tokens_seen", 0)
             values["train"]["steps"] = counters.get("steps", 0)
+            values["error"] = interruption(error, run_dir, counters)
         # bad input names itself (file, line, key): a traceback would only bury that message
         detail = str(error) if isinstance(error, (ConfigError, DataError)) else traceback.format_exc()
         log.error("job %s %s:\n%s", identity["name"], values["status"], detail)
@@ -302,6 +313,7 @@ def start_record(
         "error": None,
         "started": (previous or {}).get("started") or datetime.now(timezone.utc).isoformat(),
     }
+    take_run_dir(run_dir, rank_zero_only.rank == 0)  # this run's: its .hydra dumps, its run.log
     record(run_dir, values)
     fresh = resolve_ckpt_path(job.ckpt_path, run_dir) is None
     if rank_zero_only.rank == 0 and (fresh or not (run_dir / TRAINED_CONFIG_FILE).is_file()):
@@ -408,6 +420,26 @@ def status_of(error: BaseException) -> str:
     if isinstance(error, (KeyboardInterrupt, SystemExit)):  # SIGTERMException is a SystemExit
         return "interrupted"
     return "failed"
+
+
+def interruption(error: BaseException, run_dir: Path, counters: dict[str, int]) -> str:
+    """An interrupted job's error: which signal stopped it and where it resumes (Lightning's
+    SIGTERMException carries no message)."""
+    if PREEMPTION.received is not None:
+        cause = f"{PREEMPTION.received.name} (pre-emption)"
+    elif isinstance(error, KeyboardInterrupt):
+        cause = "SIGINT (Ctrl-C)"
+    elif isinstance(error, SIGTERMException):
+        cause = "a pre-emption signal on another rank"
+    else:
+        cause = f"an exit ({error})"
+    checkpoint = resolve_ckpt_path("auto", run_dir)
+    where = (
+        f"resumable from {checkpoint} (step {counters['steps']}, {counters['tokens_seen']:,} tokens seen)"
+        if checkpoint is not None
+        else "no checkpoint yet, so it starts over from step 0"
+    )
+    return f"{type(error).__name__}: stopped by {cause}; {where}: run the same command to resume"
 
 
 def finish_wandb() -> None:

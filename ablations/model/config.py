@@ -96,10 +96,12 @@ class ModelConfig:
             if value is not None and (not isinstance(value, int) or value < 1):
                 v.append(f"{name} must be a positive integer or null (got {value!r})")
         for name in ("norm_eps", "rope_theta", "init_std"):
-            if not getattr(self, name) > 0:
-                v.append(f"{name} must be > 0 (got {getattr(self, name)!r})")
-        if self.ffn_multiplier is not None and not self.ffn_multiplier > 0:
-            v.append(f"ffn_multiplier must be > 0 or null (got {self.ffn_multiplier!r})")
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                v.append(f"{name} must be > 0 and finite (got {getattr(self, name)!r})")
+        if self.ffn_multiplier is not None and not (
+            self.ffn_multiplier > 0 and math.isfinite(self.ffn_multiplier)
+        ):
+            v.append(f"ffn_multiplier must be > 0 and finite, or null (got {self.ffn_multiplier!r})")
         for name, registry in (
             ("ffn_type", FFN_KINDS),
             ("norm_type", NORMS),

@@ -1,13 +1,15 @@
 """One run dir, one running process: an advisory lock held for the whole job.
 
 `fcntl.flock` on `<run dir>/.lock`: released by the kernel when the process dies (kill -9 included), so a
-requeued or restarted job takes it over; the file names the holder (pid, host) for the refusal message.
+requeued or restarted job takes it over; the file names the holder (pid, host) for the refusal message, and
+after a kill it still names the dead holder (`gone_holder`: a search fails that job's trial at once).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,3 +39,34 @@ def run_dir_lock(run_dir: str | Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def lock_holder(run_dir: str | Path) -> tuple[int, str] | None:
+    """(pid, host) of the run dir's last lock holder, running or not; None when no lock file names one."""
+    try:
+        text = (Path(run_dir) / LOCK_FILE).read_text()
+    except OSError:
+        return None
+    match = re.fullmatch(r"pid (\d+) on host (\S+)\s*", text)
+    return (int(match[1]), match[2]) if match else None
+
+
+def gone_holder(run_dir: str | Path) -> str | None:
+    """`pid N on host H` when the run dir's last lock holder is a process of this host that no longer runs
+    (killed, crashed: its job cannot be running); None when it runs, or is unknown (another host)."""
+    holder = lock_holder(run_dir)
+    if holder is None or holder[1] != socket.gethostname():
+        return None
+    pid, host = holder
+    gone = f"pid {pid} on host {host}"
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return gone
+    except PermissionError:
+        return None  # another user's process, running
+    try:
+        zombie = "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()  # exited, not yet reaped
+    except OSError:
+        zombie = False
+    return gone if zombie else None

@@ -3,10 +3,12 @@
 Masked, wherever a value is written:
 - the password of any URL (`postgresql://user:PASSWORD@host/db`, also `https:/user:PASSWORD@host` as a
   path join leaves it);
-- the value of any mapping key that names a secret (`password`, `api_key`, `accessToken`, `HF_TOKEN`, …),
-  also in text as `KEY=VALUE` (a Hydra override) or `'KEY': VALUE` (a logged dict, JSON);
-- the value of any secret-named environment variable (`WANDB_API_KEY`, …) wherever it appears, so an
-  interpolation such as `name=${oc.env:WANDB_API_KEY}` cannot carry it out.
+- the value of a mapping key on the explicit list of secret key names (`password`, `api_key`,
+  `accessToken`, `HF_TOKEN`, …: the whole key, case and separators aside, never a word of it, so
+  `flops_per_token`, `bos_token_id` or `max_tokens` keep their values), also in text as `KEY=VALUE` (a Hydra
+  override) or `'KEY': VALUE` (a logged dict, JSON);
+- the value of any secret-named environment variable (`WANDB_API_KEY`, `MY_SERVICE_TOKEN`, …) wherever it
+  appears, so an interpolation such as `name=${oc.env:WANDB_API_KEY}` cannot carry it out.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ MASK = "***"
 _URL_PASSWORD = re.compile(
     r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*:/{1,2}[^/:@\s]*:)(?P<password>[^@\s]+)(?P<at>@)"
 )
-# the words of a key: camelCase, snake_case, kebab-case, dotted paths all split the same way
+# the words of an environment variable's name: camelCase, snake_case, kebab-case all split the same way
 _WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 _SECRET_WORDS = frozenset(
     {
@@ -35,6 +37,21 @@ _SECRET_WORDS = frozenset(
 )  # fmt: skip
 # two words naming a secret together (`api_key`, `access-key`, `privateKey`); `key` alone names none
 _SECRET_PAIRS = frozenset({("api", "key"), ("api", "keys"), ("access", "key"), ("private", "key")})
+SECRET_KEYS = frozenset(
+    {
+        "secret", "secrets", "token", "auth", "authorization", "bearer", "pwd", "credential", "accesskeyid",
+        "awsaccesskeyid", "hftoken", "hfhubtoken", "huggingfacehubtoken", "huggingfacetoken", "githubtoken",
+        "ghtoken", "gitlabtoken", "wandbtoken", "slacktoken",
+    }
+)  # fmt: skip
+"""Key names (lower case, separators removed) whose values are secrets, matched as the whole key."""
+SECRET_KEY_ENDINGS = (
+    "password", "passwords", "passwd", "passphrase", "credentials", "secret", "apikey", "apikeys", "apitoken",
+    "accesskey", "secretkey", "privatekey", "accesstoken", "authtoken", "refreshtoken", "bearertoken",
+    "sessiontoken",
+)  # fmt: skip
+"""Compound names that make any key ending with them a secret (`db_password`, `wandb-api-key`,
+`client_secret`); none is a word a record's field ends with (`token`, `tokens` are not among them)."""
 # KEY=VALUE or KEY: VALUE in text, the key and value optionally quoted (an override, a logged dict repr)
 _KEY_VALUE = re.compile(
     r"(?P<key>['\"]?[+~]{0,2}[A-Za-z_][\w.\-]*['\"]?)(?P<sep>\s*[=:]\s*)(?P<quote>['\"]?)(?P<value>[^\s,'\"{}\[\]]+)"
@@ -46,11 +63,20 @@ NOT_SECRET_ENV = frozenset({"PWD", "OLDPWD", "SSH_AUTH_SOCK"})
 
 
 def is_secret_key(key: str) -> bool:
-    """Whether a key names a secret: one of its words (or two adjacent ones) does, case and separators aside;
-    whole words only, so `tokens`, `max_tokens`, `tokenizer` and `author` name none."""
-    words = [word.lower() for word in _WORD.findall(key)]
-    return any(word in _SECRET_WORDS for word in words) or any(
-        pair in _SECRET_PAIRS for pair in itertools.pairwise(words)
+    """Whether a mapping key (or the last part of a dotted one) names a secret: the whole key, case and
+    separators aside, is on the explicit list, or ends with a compound secret name. Never a word of it:
+    `flops_per_token`, `bos_token_id`, `tokens`, `max_tokens`, `tokenizer` and `author` name none."""
+    name = re.sub(r"[^a-z0-9]", "", key.rsplit(".", 1)[-1].lower())
+    return name in SECRET_KEYS or name.endswith(SECRET_KEY_ENDINGS)
+
+
+def is_secret_env_name(name: str) -> bool:
+    """Whether an environment variable's name says its value is a secret: one of its words (or two adjacent
+    ones) does (`MY_SERVICE_TOKEN`, `WANDB_API_KEY`). Its value is then masked wherever it appears."""
+    words = [word.lower() for word in _WORD.findall(name)]
+    return name not in NOT_SECRET_ENV and (
+        any(word in _SECRET_WORDS for word in words)
+        or any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
     )
 
 
@@ -59,13 +85,13 @@ def env_secrets() -> list[str]:
     values = {
         value
         for name, value in os.environ.items()
-        if is_secret_key(name) and name not in NOT_SECRET_ENV and len(value) >= MIN_ENV_SECRET_LEN
+        if is_secret_env_name(name) and len(value) >= MIN_ENV_SECRET_LEN
     }
     return sorted(values, key=len, reverse=True)
 
 
 def _mask_key_value(match: re.Match[str]) -> str:
-    key = match["key"].strip("'\"").split(".")[-1]
+    key = match["key"].strip("'\"")
     quoted = match["key"][0] in "'\""
     if not is_secret_key(key) or match["value"] == MASK or (":" in match["sep"] and not quoted):
         return match[0]  # `KEY: …` unquoted is prose ("api_key: unknown key") or a URL's scheme, not a pair

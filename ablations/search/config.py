@@ -18,6 +18,9 @@ PRUNERS: tuple[str, ...] = ("median", "hyperband", "none")
 STORAGE_ENV = "ABLATIONS_OPTUNA_STORAGE"
 """The environment variable that carries the study's storage URL (with its password) from the sweeper to
 its jobs; the config's `optuna.storage` holds it masked."""
+TRIAL_RUN_DIR = "run_dir"
+"""The trial's user attribute naming its job's run dir, set by the job when it starts: a search that resumes
+reads the run lock there (a trial whose process is gone is failed at once)."""
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import lightning as L
 import optuna
@@ -18,7 +19,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from optuna.storages._heartbeat import get_heartbeat_thread
 
 from ablations.records.errors import TrialPruned
-from ablations.search.config import STORAGE_ENV, OptunaTrialConfig
+from ablations.search.config import STORAGE_ENV, TRIAL_RUN_DIR, OptunaTrialConfig
 
 
 def storage_url(cfg: OptunaTrialConfig) -> str:
@@ -30,15 +31,17 @@ def storage_url(cfg: OptunaTrialConfig) -> str:
 
 
 @contextmanager
-def trial_heartbeat(cfg: OptunaTrialConfig, is_global_zero: bool) -> Iterator[None]:
-    """Optuna's heartbeat for the job's trial while the job runs (global rank 0): a killed job stops beating,
-    and the sweeper fails its trial as stale instead of leaving it RUNNING."""
+def trial_heartbeat(cfg: OptunaTrialConfig, is_global_zero: bool, run_dir: Path) -> Iterator[None]:
+    """Optuna's heartbeat for the job's trial while the job runs (global rank 0), and the trial's run dir
+    (`TRIAL_RUN_DIR`): a killed job stops beating, and a resumed sweeper fails its trial as stale, or at once
+    when the run dir's lock names a process of its host that is gone, instead of leaving it RUNNING."""
     if cfg.trial_number is None or not is_global_zero:
         yield
         return
     storage = optuna.storages.RDBStorage(storage_url(cfg), heartbeat_interval=cfg.heartbeat_interval)
     study_id = storage.get_study_id_from_name(str(cfg.study_name))
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, cfg.trial_number)
+    storage.set_trial_user_attr(trial_id, TRIAL_RUN_DIR, str(run_dir))
     with get_heartbeat_thread(trial_id, storage):  # Optuna's own thread (what study.optimize runs)
         yield
 

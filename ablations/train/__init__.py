@@ -4,7 +4,8 @@
 - `plan`: token budget → steps, global batch, peak LR; the LR schedule. Torch-free.
 - `perf`: the MFU formula and the device peak table. Torch-free.
 - `memory`: the per-GPU memory plan, the device memory table, the largest micro-batch that fits. Torch-free.
-- `micro_batch`: `train.micro_batch_size=auto`, resolved for the job's device.
+- `micro_batch`: the memory layout gate: micro-batch and checkpointing (`auto` resolved) checked against the
+  training device.
 - `loss`: the next-token loss, plain or chunked (the [tokens × vocab] fp32 logits never whole).
 - `optim`: AdamW decay groups and the warmup + cosine schedule.
 - `module`: `LitMobileLLM` (next-token loss, divergence check, gradient clipping, checkpointed RNG).

@@ -1,5 +1,5 @@
 """Training callbacks: throughput/MFU monitor, progress bar, pre-emption signals, last checkpoint (saved and
-requeued when pre-empted)."""
+requeued when pre-empted; killed writes' partial files removed)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from ablations.train.checkpoint_io import remove_partial_checkpoints
 from ablations.train.loggers import JsonlLogger
 from ablations.train.perf import mfu, peak_tflops
 from ablations.train.signals import PREEMPTION
@@ -142,20 +143,31 @@ class LastCheckpoint(L.Callback):
     """`last.ckpt` at the end of training, and when pre-empted (see `PreemptionSignals`) at the step
     boundary where Lightning stops, followed by `scontrol requeue` of the SLURM job (the requeued job runs
     the same command in the same run directory and resumes: ckpt_path=auto). Saved by every rank (a
-    collective under FSDP); written atomically by `AtomicCheckpointIO`."""
+    collective under FSDP); written atomically by `AtomicCheckpointIO`. At fit start, the partial files of
+    checkpoint writes a kill interrupted are removed."""
 
     def __init__(self, last_ckpt_path: str | Path) -> None:
         self.last_ckpt_path = Path(last_ckpt_path)
 
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:  # the run dir's holder, before any checkpoint of this run is written
+            remove_partial_checkpoints(self.last_ckpt_path.parent)
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.last_ckpt_path)
+        self.save(trainer)
+
+    def save(self, trainer: L.Trainer) -> None:
+        """The whole training state (weights_only=False: also optimizer, scheduler, loops, callbacks), said
+        explicitly: left unset, Lightning logs "`weights_only` was not set, defaulting to False", which reads
+        like an unsafe load. It is a save; every load of a checkpoint is weights_only=True."""
+        trainer.save_checkpoint(self.last_ckpt_path, weights_only=False)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         if not isinstance(exception, SIGTERMException):
             return
-        trainer.save_checkpoint(self.last_ckpt_path)
+        self.save(trainer)
         job_id = os.environ.get("SLURM_JOB_ID")
         if trainer.is_global_zero and job_id:
             # our handler replaced submitit's, so the job asks SLURM itself (an array task's own job id)

@@ -17,7 +17,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from ablations.model.checkpoint import CheckpointError, load_checkpoint_data
-from ablations.records.atomic import atomic_write
+from ablations.records.atomic import atomic_write, temp_files
 
 log = logging.getLogger(__name__)
 SHARDED_MARKERS = (".metadata", "meta.pt")  # a torch.distributed.checkpoint directory (FSDP2)
@@ -31,6 +31,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+def remove_partial_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes a kill interrupted (`.step-….ckpt.tmp-<host>-<pid>-…`,
+    each as large as a checkpoint; never a checkpoint training resumes from). Called by the run dir's holder
+    before training, when no checkpoint of the run is being written."""
+    partial = temp_files(ckpt_dir, "*.ckpt")
+    for path in partial:
+        path.unlink(missing_ok=True)
+    if partial:
+        log.info("removed %d partial checkpoint file(s) of killed writes: %s", len(partial), partial)
+    return partial
 
 
 def checkpoint_problem(path: Path) -> str | None:

@@ -6,6 +6,7 @@ Torch-free: a job's config is validated before anything is built.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,11 +39,13 @@ class TrainConfig:
     """Sequences per optimizer step over all devices; set, it fixes the step count and LR whatever the GPU
     count (accumulation = global / (micro × world), which must divide); null → micro × world × grad_accum_steps."""
     device: str | None = None
-    """The device the memory plan sizes `micro_batch_size=auto` for, a key of `ablations.train.memory.DEVICES`
-    (`h100_80gb`, `a100_40gb`, …); None → the memory of the visible CUDA device."""
+    """The device the memory plan is checked against (a layout that does not fit is refused) and sizes the
+    `auto` settings for, a key of `ablations.train.memory.DEVICES` (`h100_80gb`, `a100_40gb`, …); None → the
+    visible GPU of a GPU job (a CPU job is not checked)."""
     activation_checkpointing: str = "none"
     """Recompute block applications in backward instead of keeping their activations: `none`, `full` (every
-    application) or `every_k` (every `activation_checkpointing_every`-th; a shared block per application)."""
+    application), `every_k` (every `activation_checkpointing_every`-th; a shared block per application), or
+    `auto`: the least recompute (none, every_k, full) under which the micro-batch fits the device."""
     activation_checkpointing_every: int = 2
     """k of `every_k`."""
     loss_chunk_tokens: int | None = 4096
@@ -114,10 +117,10 @@ class TrainConfig:
             )
         if self.device is not None and self.device not in DEVICES:
             v.append(f"train.device={self.device!r} is not one of {sorted(DEVICES)}")
-        if self.activation_checkpointing not in ACTIVATION_CHECKPOINTING:
+        if self.activation_checkpointing not in (*ACTIVATION_CHECKPOINTING, "auto"):
             v.append(
                 f"train.activation_checkpointing={self.activation_checkpointing!r} is not one of "
-                f"{ACTIVATION_CHECKPOINTING}"
+                f"{(*ACTIVATION_CHECKPOINTING, 'auto')}"
             )
         if self.loss_chunk_tokens is not None and self.loss_chunk_tokens < 1:
             v.append(f"train.loss_chunk_tokens must be >= 1 or null (got {self.loss_chunk_tokens})")
@@ -131,15 +134,20 @@ class TrainConfig:
             )
         if not 0.0 < self.assumed_mfu <= 1.0:
             v.append(f"train.assumed_mfu must be in (0, 1] (got {self.assumed_mfu})")
-        if self.lr is not None and not self.lr > 0:
-            v.append(f"train.lr must be > 0 or null (got {self.lr})")
+        for name in ("lr", "peak_tflops"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                v.append(f"train.{name} must be > 0 and finite, or null (got {value})")
+        for name in ("base_lr", "eps"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                v.append(f"train.{name} must be > 0 and finite (got {getattr(self, name)})")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             v.append(f"train.min_lr_ratio must be in [0, 1] (got {self.min_lr_ratio})")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             v.append(f"train.betas must be two values in [0, 1) (got {self.betas})")
         for name in ("warmup_steps", "weight_decay", "grad_clip", "val_every_n_steps", "ckpt_every_n_steps"):
-            if getattr(self, name) < 0:
-                v.append(f"train.{name} must be >= 0 (got {getattr(self, name)})")
+            if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):  # NaN fails both
+                v.append(f"train.{name} must be >= 0 and finite (got {getattr(self, name)})")
         if v:
             raise ConfigError("train config", v)
 

@@ -38,6 +38,20 @@ DEVICES: dict[str, float] = {
 SAFETY_MARGIN = 0.9
 """Fraction of a device's memory the plan may fill: the rest is the CUDA context, the allocator's
 fragmentation, NCCL buffers and the transient tensors the plan does not count."""
+CHECKPOINTING_ORDER: tuple[str, ...] = ("none", "every_k", "full")
+"""Least recompute first: `train.activation_checkpointing=auto` takes the first mode under which the
+layout fits."""
+FSDP_COMPUTE_PRECISION = {"bfloat16": "bf16-mixed", "float16": "16-mixed", "float32": "32-true"}
+"""Under FSDP2 the mixed-precision policy's parameter dtype sets the compute dtype (fp32 sharded parameters,
+like Lightning's `*-mixed`), whatever Lightning's own precision (`32-true`, no autocast on top)."""
+
+
+def compute_precision(strategy: str, precision: str, fsdp_param_dtype: str) -> str:
+    """The precision whose bytes a job's memory plan counts: Lightning's, or under FSDP2 with `32-true` the
+    one its `fsdp_param_dtype` computes in."""
+    if strategy == "fsdp" and precision == "32-true":
+        return FSDP_COMPUTE_PRECISION[fsdp_param_dtype]
+    return precision
 
 
 @dataclass(frozen=True)

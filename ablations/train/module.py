@@ -49,8 +49,8 @@ class LitMobileLLM(L.LightningModule):
         self.plan = TrainPlan(**plan)
         # built (and initialised) here for every strategy, so a sharded run starts from the same weights
         self.model = MobileLLM(ModelConfig.from_dict(model_config))
-        self.model.set_activation_checkpointing(
-            self.train_cfg.activation_checkpointing, self.train_cfg.activation_checkpointing_every
+        self.model.set_activation_checkpointing(  # the plan's: `auto` resolved by the memory plan
+            self.plan.activation_checkpointing, self.train_cfg.activation_checkpointing_every
         )
         if self.train_cfg.compile:
             self.model.compile()  # in place: state_dict keys stay model.<name>; self.log stays eager

@@ -21,6 +21,8 @@ class TrainPlan:
     global_batch_tokens: int
     seq_len: int
     micro_batch_size: int
+    activation_checkpointing: str
+    """The checkpointing mode trained with (`auto` resolved by the memory plan)."""
     world_size: int
     grad_accum_steps: int
     """Micro-batches per optimizer step on each device: global batch / (micro-batch × world size)."""
@@ -70,6 +72,7 @@ def plan_training(cfg: TrainConfig, world_size: int, model_max_seq_len: int) -> 
         global_batch_tokens=batch_tokens,
         seq_len=seq_len,
         micro_batch_size=cfg.micro_batch_size,
+        activation_checkpointing=cfg.activation_checkpointing,
         world_size=world_size,
         grad_accum_steps=accumulation,
         peak_lr=peak_lr,

@@ -5,9 +5,10 @@ Each batch: ask trials → compose each trial's config → prune analytically th
 each trial its objectives from the job's result record (`complete` → values; `pruned` → PRUNED, from the
 val/loss the job reported to the study during training; anything else, or a non-finite loss → FAIL).
 The study lives in an RDB storage (SQLite by default, PostgreSQL for many nodes) and resumes by name, with
-Optuna's heartbeat: each job records heartbeats for its trial, and a trial whose process was killed
-(heartbeat older than the grace period) is failed by `fail_stale_trials` when a sweep starts or resumes, so it
-never stays RUNNING nor counts toward `n_trials`. The storage URL reaches jobs through an environment
+Optuna's heartbeat: each job records its run dir and heartbeats for its trial, and a trial whose process was
+killed is failed when a sweep starts or resumes (at once when its run lock names a process of this host that
+is gone, else once its heartbeat is older than the grace period: `fail_stale_trials`), so it never stays
+RUNNING nor counts toward `n_trials`. A storage that cannot be opened is refused before any trial is asked. The storage URL reaches jobs through an environment
 variable; configs, overrides, logs and records only ever hold it with its password masked.
 """
 
@@ -33,14 +34,16 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
+from sqlalchemy.exc import SQLAlchemyError
 
-from ablations.job.config import job_config
+from ablations.job.config import first_line, job_config
 from ablations.model.budget import count_params, flops_per_token
 from ablations.records.atomic import atomic_write_text
 from ablations.records.errors import ConfigError
-from ablations.records.result import read_result
+from ablations.records.lock import gone_holder
+from ablations.records.result import RESULT_FILE, read_result, write_result
 from ablations.records.secrets import mask_text
-from ablations.search.config import STORAGE_ENV
+from ablations.search.config import STORAGE_ENV, TRIAL_RUN_DIR
 
 from .config import AblationsOptunaSweeperConf  # noqa: F401  (registers hydra/sweeper=ablations_optuna)
 
@@ -126,16 +129,30 @@ class AblationsOptunaSweeper(Sweeper):
         )
         self.sweep_dir = Path(config.hydra.sweep.dir)
 
-    def storage_url(self) -> str:
-        """`hydra.sweeper.storage`, else the ABLATIONS_OPTUNA_STORAGE environment variable (the place for a
-        URL with a password: a command-line value is written by Hydra into each job's .hydra/ dumps), else a
-        SQLite file in the sweep dir."""
+    def storage_url(self) -> tuple[str, str]:
+        """(URL, where it comes from): `hydra.sweeper.storage`, else the ABLATIONS_OPTUNA_STORAGE environment
+        variable (the place for a URL with a password: a command-line value is written by Hydra into each
+        job's .hydra/ dumps), else a SQLite file in the sweep dir."""
         if self.conf.storage:
-            return str(self.conf.storage)
+            return str(self.conf.storage), "hydra.sweeper.storage"
         if os.environ.get(STORAGE_ENV):
-            return os.environ[STORAGE_ENV]
+            return os.environ[STORAGE_ENV], f"${STORAGE_ENV}"
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{self.sweep_dir.resolve() / 'optuna.db'}"
+        return f"sqlite:///{self.sweep_dir.resolve() / 'optuna.db'}", "the sweep dir"
+
+    def open_storage(self, url: str, source: str) -> optuna.storages.RDBStorage:
+        """The study's RDB storage, opened (created) before any trial is asked; one ConfigError naming the
+        URL (masked) and its source when it cannot be (an unwritable path, a bad URL, a missing driver, a
+        server that refuses)."""
+        try:
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=self.conf.heartbeat_interval, grace_period=self.conf.grace_period
+            )
+        except (SQLAlchemyError, OSError, ImportError) as error:
+            reason = first_line(error)
+            raise ConfigError(
+                "Optuna storage", [f"{source}={mask_text(url)} cannot be opened: {mask_text(reason)}"]
+            ) from None
 
     def search_space(self, arguments: list[str]) -> tuple[list[str], dict[str, Any]]:
         """(fixed overrides, {key: distribution}): the config's `params`, then sweeps on the command line."""
@@ -156,11 +173,9 @@ class AblationsOptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         fixed, space = self.search_space(arguments)
-        url = self.storage_url()
+        url, source = self.storage_url()
+        storage = self.open_storage(url, source)
         os.environ[STORAGE_ENV] = url  # jobs (in-process, or SLURM jobs inheriting it) open the study with it
-        storage = optuna.storages.RDBStorage(
-            url, heartbeat_interval=self.conf.heartbeat_interval, grace_period=self.conf.grace_period
-        )
         study = optuna.create_study(
             study_name=self.conf.study_name,
             storage=storage,
@@ -170,7 +185,7 @@ class AblationsOptunaSweeper(Sweeper):
         )
         for params in self.conf.enqueue_trials:
             study.enqueue_trial(OmegaConf.to_container(params, resolve=True), skip_if_exists=True)
-        optuna.storages.fail_stale_trials(study)  # trials whose job died without a word: FAIL, not RUNNING
+        fail_killed_trials(study)  # trials whose job died without a word: FAIL, not RUNNING
         log.info("study %s in %s: %d trials so far", study.study_name, mask_text(url), len(study.trials))
         asked = 0
         while _launched(study) < self.conf.n_trials and asked < 20 * self.conf.n_trials:
@@ -262,6 +277,43 @@ class AblationsOptunaSweeper(Sweeper):
         summary = {"study": study.study_name, "states": states, "best": best}
         atomic_write_text(self.sweep_dir / "optuna_summary.json", json.dumps(summary, indent=2) + "\n")
         log.info("study %s: %s; best %s", study.study_name, states, best)
+
+
+def fail_killed_trials(study: optuna.Study) -> None:
+    """Fail the RUNNING trials whose job was killed (a sweep killed with its in-process job, a SLURM job
+    cancelled), so they never stay RUNNING nor count toward n_trials: at once when the trial's run lock names
+    a process of this host that is gone, whatever the grace period; else once their heartbeat is older than
+    it (Optuna's `fail_stale_trials`). Their `running` records are marked failed."""
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    killed = set()
+    for trial in running:
+        run_dir = trial.user_attrs.get(TRIAL_RUN_DIR)
+        holder = gone_holder(run_dir) if run_dir else None
+        if holder is not None:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            mark_killed(trial, f"its job's process ({holder}) is gone")
+            killed.add(trial.number)
+    optuna.storages.fail_stale_trials(study)
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    for trial in running:
+        if trial.number not in killed and states[trial.number] == optuna.trial.TrialState.FAIL:
+            mark_killed(trial, "its heartbeat stopped for longer than the grace period")
+
+
+def mark_killed(trial: optuna.trial.FrozenTrial, reason: str) -> None:
+    """Log a trial failed as killed, and mark its job's record failed if it was left `running`."""
+    log.warning("trial %d failed: %s", trial.number, reason)
+    run_dir = trial.user_attrs.get(TRIAL_RUN_DIR)
+    try:
+        record = read_result(run_dir) if run_dir else None
+    except ValueError:  # unreadable: left as it is, for the user to see
+        return
+    if record is not None and record.get("status") == "running":
+        error = f"killed: {reason}; trial {trial.number} was failed when the search resumed"
+        path = Path(run_dir) / RESULT_FILE
+        killed_at = path.stat().st_mtime_ns  # kept: the multirun summary counts only the jobs this sweep ran
+        write_result(run_dir, {**record, "status": "failed", "error": error})
+        os.utime(path, ns=(killed_at, killed_at))
 
 
 def _launched(study: optuna.Study) -> int:
