@@ -24,7 +24,7 @@ from ablations.model.config import ModelConfig
 from ablations.model.memory import ACTIVATION_CHECKPOINTING
 from ablations.records.errors import ConfigError
 from ablations.records.secrets import cli_exit
-from ablations.train.memory import GIB, device_capacity, largest_micro_batch, memory_plan
+from ablations.train.memory import DEVICES, GIB, device_capacity, largest_micro_batch, memory_plan
 
 GPUS_PER_NODE = 8  # assumed for trainer.devices=-1 (every visible GPU), which a plan cannot see
 
@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
                 [f"seq_len={seq_len}: not a config key; the training window is train.seq_len={seq_len}, as run.py "
                  "takes it"],
             )  # fmt: skip
+        ranks = positive_int("world_size", world_size) if world_size is not None else None
+        if device is not None and device not in DEVICES:
+            raise ConfigError("budget arguments", [f"device={device}: not one of {sorted(DEVICES)}"])
         cfg = compose_config(overrides)
         job = job_config(cfg)
         window = job.train.seq_len or job.model.max_seq_len
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         print_memory(
             job,
             device or job.train.device or "h100_80gb",
-            positive_int("world_size", world_size) if world_size else devices * job.trainer.num_nodes,
+            ranks or devices * job.trainer.num_nodes,
             window,
         )
     except ConfigError as error:
