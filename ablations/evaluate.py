@@ -56,9 +56,9 @@ def print_results(section: dict[str, Any], title: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     own, overrides = split_args(list(sys.argv[1:] if argv is None else argv))
-    if "ckpt" not in own:
-        raise SystemExit(__doc__)
     try:
+        if "ckpt" not in own:
+            raise ConfigError("evaluate arguments", [f"ckpt=PATH is required; usage:\n{__doc__}"])
         force = FLAGS.get(own.get("force", "false").lower())
         if force is None:
             raise ConfigError("evaluate arguments", [f"force={own['force']}: expected true or false"])

@@ -241,7 +241,9 @@ def test_evaluate_refuses_an_out_path_under_a_regular_file_before_scoring(
     done = python("-m", "ablations.evaluate", f"ckpt={ckpt}", "eval=sweep_smoke", f"out={out}")
     assert done.returncode == BAD_INPUT_EXIT == EXIT_CODES["config"], done.stderr[-2000:]
     assert done.stderr.startswith("error:") and f"out={out}: {tmp_path / 'file'} is a file" in done.stderr
-    assert "Traceback" not in done.stderr and "Scoring" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "model"]  # nothing scored, nothing written
+    assert not (ckpt / "eval_samples").exists() and not (ckpt / "eval_result.json").exists()
 
 
 def test_evaluate_checks_the_task_data_before_loading_the_model(tmp_path: Path, capsys) -> None:

@@ -250,7 +250,8 @@ def evaluate_checkpoint(
     folder, an earlier record (replaced, with its samples, only with `force`)."""
     src = Path(path)
     out = Path(out_dir) if out_dir is not None else (src if src.is_dir() else src.parent)
-    problems = output_problems(out, force)
+    problems = [] if src.exists() else [f"ckpt={src} does not exist"]
+    problems += output_problems(out, force)
     problems += task_data_problems(cfg.tasks, cfg.data_dir, cfg.limit, cfg.num_fewshot)
     if problems:
         raise ConfigError("evaluation inputs", problems)
