@@ -1,12 +1,14 @@
 """Print the parameter counts, FLOPs and per-GPU training memory of any composed config (closed form,
 nothing is built):
 
-python -m ablations.budget model=mobilellm_350m [model.sharing_scheme=reverse ...] [seq_len=4096]
+python -m ablations.budget model=mobilellm_350m [model.sharing_scheme=reverse ...] [train.seq_len=4096]
 python -m ablations.budget model=mobilellm_350m train=paper_exploration trainer=ddp device=h100_80gb
 python -m ablations.budget model=mobilellm_1.5b trainer=fsdp world_size=32 train.activation_checkpointing=full
 
-`device=` names an entry of `ablations.train.memory.DEVICES` (default: `train.device`, else h100_80gb);
-`world_size=` overrides trainer.devices × trainer.num_nodes (devices=-1 counts as 8 GPUs per node).
+Every config key is run.py's (the training window is `train.seq_len`, null: the model's max_seq_len). Two
+options are the budget's own: `device=` names an entry of `ablations.train.memory.DEVICES` (default:
+`train.device`, else h100_80gb); `world_size=` (a positive integer) overrides trainer.devices ×
+trainer.num_nodes (devices=-1 counts as 8 GPUs per node). Bad input exits 2, named.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ablations.records.errors import ConfigError
 from ablations.records.secrets import cli_exit
 from ablations.train.memory import (
     CHECKPOINTING_ORDER,
+    DEVICES,
     GIB,
     SAFETY_MARGIN,
     compute_precision,
@@ -98,21 +101,41 @@ def pop_option(overrides: list[str], key: str) -> str | None:
     return value
 
 
+def positive_int(key: str, value: str) -> int:
+    """`value` of the option `key` as an integer >= 1, or a ConfigError naming it."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ConfigError("budget arguments", [f"{key}={value}: expected a positive integer"])
+    return number
+
+
 def main(argv: list[str] | None = None) -> None:
     overrides = list(sys.argv[1:] if argv is None else argv)
-    seq_len = pop_option(overrides, "seq_len")
     device = pop_option(overrides, "device")
     world_size = pop_option(overrides, "world_size")
     try:
+        if (seq_len := pop_option(overrides, "seq_len")) is not None:  # a spelling README once documented
+            raise ConfigError(
+                "budget arguments",
+                [f"seq_len={seq_len}: not a config key; the training window is train.seq_len={seq_len}, as run.py "
+                 "takes it"],
+            )  # fmt: skip
+        ranks = positive_int("world_size", world_size) if world_size is not None else None
+        if device is not None and device not in DEVICES:
+            raise ConfigError("budget arguments", [f"device={device}: not one of {sorted(DEVICES)}"])
         cfg = compose_config(overrides)
         job = job_config(cfg)
-        print_summary(job.model, f"model={group_choice(cfg, 'model')}", int(seq_len) if seq_len else None)
+        window = job.train.seq_len or job.model.max_seq_len
+        print_summary(job.model, f"model={group_choice(cfg, 'model')}", window)
         devices = GPUS_PER_NODE if job.trainer.devices == -1 else job.trainer.devices
         print_memory(
             job,
             device or job.train.device or "h100_80gb",
-            int(world_size) if world_size else devices * job.trainer.num_nodes,
-            int(seq_len) if seq_len else job.train.seq_len or job.model.max_seq_len,
+            ranks or devices * job.trainer.num_nodes,
+            window,
         )
     except ConfigError as error:
         raise cli_exit(error) from None

@@ -1,10 +1,11 @@
 """Evaluate a checkpoint on an eval preset:
 
     python -m ablations.evaluate ckpt=PATH [eval=paper_zero_shot] [eval.limit=N] [eval.tasks=[piqa,boolq]]
-                                 [eval.data_dir=DIR|null] [out=DIR] [tokenizer=DIR]
+                                 [eval.data_dir=DIR] [out=DIR] [tokenizer=DIR] [force=true]
 
 PATH is a native model directory, a Hugging Face LLaMA export or a Lightning `.ckpt`. The record goes to
-`<out>/eval_result.json` (default: the checkpoint's directory), per-sample outputs to `<out>/eval_samples/`.
+`<out>/eval_result.json` (default: the checkpoint's directory), per-sample outputs to `<out>/eval_samples/`;
+an existing record is replaced (with its samples) only with `force=true`. Bad input exits 2, named.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from ablations.model.hf_interop import ConversionError
 from ablations.records.errors import ConfigError, DataError
 from ablations.records.secrets import cli_exit
 
-OWN_KEYS = ("ckpt", "out", "tokenizer")
+OWN_KEYS = ("ckpt", "out", "tokenizer", "force")
 # a checkpoint, model directory, task file or config that cannot be used (MissingTaskData included)
 BAD_INPUT = (ConfigError, DataError, CheckpointError, ConversionError, FileNotFoundError)
+FLAGS = {"true": True, "false": False}
 
 
 def split_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -54,11 +56,14 @@ def print_results(section: dict[str, Any], title: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     own, overrides = split_args(list(sys.argv[1:] if argv is None else argv))
-    if "ckpt" not in own:
-        raise SystemExit(__doc__)
     try:
+        if "ckpt" not in own:
+            raise ConfigError("evaluate arguments", [f"ckpt=PATH is required; usage:\n{__doc__}"])
+        force = FLAGS.get(own.get("force", "false").lower())
+        if force is None:
+            raise ConfigError("evaluate arguments", [f"force={own['force']}: expected true or false"])
         eval_cfg = job_config(compose_config(overrides)).eval
-        record = evaluate_checkpoint(own["ckpt"], eval_cfg, own.get("out"), own.get("tokenizer"))
+        record = evaluate_checkpoint(own["ckpt"], eval_cfg, own.get("out"), own.get("tokenizer"), force)
     except BAD_INPUT as error:  # named in the message; a traceback would add nothing
         raise cli_exit(error) from None
     print_results(record["eval"], f"{own['ckpt']}  ({EVAL_RESULT_FILE} written)")

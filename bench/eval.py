@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ablations.eval.config import BESIDE_REPO_BENCHMARKS
 from ablations.eval.tasks import PAPER_ZERO_SHOT
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED_BENCHMARKS = REPO.parent / "shared" / "benchmarks"  # the full splits (the packaged ones hold 40 rows)
 
 
 def write_models(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per command; the best counts")
-    parser.add_argument("--data-dir", default=str(BESIDE_REPO_BENCHMARKS))
+    parser.add_argument("--data-dir", default=str(SHARED_BENCHMARKS))
     args = parser.parse_args()
 
     from ablations.eval.tasks import write_task_configs

@@ -14,7 +14,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS = REPO.parent / "shared" / "benchmarks"
+# the full evaluation splits (tests that need them skip without them): ../shared/benchmarks beside the repo,
+# or the folder $ABLATIONS_BENCHMARKS names (a worktree elsewhere)
+BENCHMARKS = Path(os.environ.get("ABLATIONS_BENCHMARKS") or REPO.parent / "shared" / "benchmarks")
 
 
 def small_config(**overrides: object) -> ModelConfig:

@@ -12,12 +12,12 @@ from transformers import PreTrainedTokenizerFast
 
 from ablations.model.architecture import MobileLLM
 from ablations.model.config import ModelConfig
+from tests.conftest import BENCHMARKS
 
 # evaluation tests never reach the hub (no internet here; local data only)
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-BENCHMARKS = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
 SPECIALS = ["<unk>", "<s>", "</s>"]
 FALLBACK_TEXT = [
     "Question: Which gas do plants take in?\nAnswer: carbon dioxide",

@@ -9,17 +9,20 @@ exit codes that tell success, interruption and failure apart.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import optuna
 import pytest
 import torch
 
 from ablations.eval.loading import load_for_eval
+from ablations.eval.sources import PACKAGED_DIR
 from ablations.eval_tasks import hub_tasks
 from ablations.job.config import compose_config
 from ablations.job.stages import run_job
@@ -307,6 +310,7 @@ def test_a_missing_checkpoint_or_eval_file_is_refused_before_training(tmp_path: 
             "ckpt_path=/nonexistent.ckpt",
             "eval=smoke",
             "eval.tasks=[piqa,wikitext2_mobilellm]",
+            "eval.limit=100",  # more rows than the packaged sample holds: only the hub could serve them
             f"eval.data_dir={empty}",
         ]
     )
@@ -349,13 +353,25 @@ def test_trainer_and_eval_devices_this_machine_lacks_are_refused_before_data(tmp
     assert run_job(compose_config(["trainer=gpu", "plan_only=true"]), tmp_path / "plan", name="v") is not None
 
 
+class DamageOnTrainEnd(L.Callback):
+    """Overwrites a file with text that is not JSON once training ends (checked before, broken after)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        Path(self.path).write_text("not json\n")
+
+
 def test_a_failure_after_training_keeps_the_training_results(tmp_path: Path) -> None:
-    data = tmp_path / "benchmarks" / "piqa"
-    data.mkdir(parents=True)
-    (data / "validation.jsonl").write_text("not json\n")  # present at validation, unreadable when scored
+    data = tmp_path / "benchmarks" / "piqa" / "validation.jsonl"
+    data.parent.mkdir(parents=True)
+    shutil.copy(PACKAGED_DIR / "piqa" / "validation.jsonl", data)  # valid at validation, broken when scored
+    damage = f"{{_target_: tests.test_adversarial.DamageOnTrainEnd, path: '{data}'}}"
     cfg = compose_config(
-        [*TINY, tokens(3), "eval=smoke", "eval.tasks=[piqa]", f"eval.data_dir={data.parent}"]
-    )
+        [*TINY, tokens(3), "eval=smoke", "eval.tasks=[piqa]", f"eval.data_dir={data.parent.parent}",
+         f"+callbacks.damage={damage}"]
+    )  # fmt: skip
     with pytest.raises(Exception):  # noqa: B017  (lm-eval's own error)
         run_job(cfg, tmp_path / "run", name="v")
     record = read_result(tmp_path / "run")

@@ -24,8 +24,12 @@ def test_budget_cli_prints_the_counts_of_a_composed_config() -> None:
     result = run("-m", "ablations.budget", "model=mobilellm_350m")
     assert result.returncode == 0, result.stderr
     assert "model=mobilellm_350m" in result.stdout and "345,355,200" in result.stdout
-    shared = run(
-        "-m", "ablations.budget", "model=mobilellm_125m_ls", "model.sharing_scheme=reverse", "seq_len=4096"
+    shared = run(  # README's command: the training window is run.py's key, train.seq_len
+        "-m",
+        "ablations.budget",
+        "model=mobilellm_125m_ls",
+        "model.sharing_scheme=reverse",
+        "train.seq_len=4096",
     )
     assert "30 / 60" in shared.stdout and "reverse x2" in shared.stdout and "seq 4096" in shared.stdout
 
@@ -87,5 +91,5 @@ def test_unknown_keys_are_refused_before_anything_runs(tmp_path: Path) -> None:
 def test_the_config_clis_name_a_bad_override_without_a_traceback(command: list[str]) -> None:
     for override, named in (("eval.limit=abc", "full_key: eval.limit"), ("model=nosuch", "'model/nosuch'")):
         result = run(*command, override)
-        assert result.returncode == 1 and result.stderr.startswith("error: invalid config:"), result.stderr
+        assert result.returncode == 2 and result.stderr.startswith("error: invalid config:"), result.stderr
         assert named in result.stderr and "Traceback" not in result.stderr

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ablations.eval.config import EvalConfig
 from ablations.eval.evaluation import run_evaluation
+from ablations.eval.sources import task_data_problems
 from ablations.eval.tasks import PAPER_ZERO_SHOT, TASKS, MissingTaskData, lm_eval_tasks_dir, task_yaml
 from ablations.job.config import compose_config, job_config
 from ablations.records.errors import ConfigError
@@ -83,6 +84,8 @@ def test_a_metric_the_task_does_not_report_is_refused():
 
 
 def test_few_shot_examples_are_never_drawn_from_the_scored_split(tmp_path):
+    write_jsonl(tmp_path / "piqa" / "validation.jsonl", PIQA_ROWS)  # local files without a train split
+    write_jsonl(tmp_path / "arc_easy" / "test.jsonl", [{"question": "q"}])
     with pytest.raises(ConfigError) as err:
         EvalConfig(tasks=["piqa", "arc_easy", "triviaqa_5shot"], num_fewshot=5, data_dir=str(tmp_path))
     text = str(err.value)
@@ -95,16 +98,19 @@ def test_few_shot_examples_are_never_drawn_from_the_scored_split(tmp_path):
 
 
 def test_missing_local_data_names_task_and_file(tmp_path, eval_model, eval_tokenizer):
+    write_jsonl(tmp_path / "triviaqa" / "validation.jsonl", [{"question": "q"}])  # its train.jsonl absent
     cfg = EvalConfig(tasks=["triviaqa_5shot"], data_dir=str(tmp_path), limit=1)
-    with pytest.raises(MissingTaskData, match=r"triviaqa_5shot.*triviaqa/validation\.jsonl"):
+    with pytest.raises(MissingTaskData, match=r"triviaqa_5shot.*triviaqa/train\.jsonl"):
         run_evaluation(eval_model, eval_tokenizer, cfg, tmp_path / "out")
 
 
 @needs_benchmarks
-def test_paper_full_on_shared_benchmarks_reports_missing_triviaqa(tmp_path, eval_model, eval_tokenizer):
+def test_paper_full_on_shared_benchmarks_reports_missing_triviaqa_offline():
     cfg = job_config(compose_config(["eval=paper_full", f"eval.data_dir={BENCHMARKS}"])).eval
-    with pytest.raises(MissingTaskData, match=r"triviaqa_1shot.*triviaqa/validation\.jsonl"):
-        run_evaluation(eval_model, eval_tokenizer, cfg, tmp_path)
+    problems = task_data_problems(cfg.tasks, cfg.data_dir, cfg.limit, cfg.num_fewshot)
+    assert len(problems) == 5  # TriviaQA 1/5/64-shot and RACE middle/high: not in the folder, hub offline
+    assert f"eval.data_dir={BENCHMARKS} has no {BENCHMARKS}/triviaqa/validation.jsonl" in problems[0]
+    assert "mandarjoshi/trivia_qa" in problems[0] and "HF_HUB_OFFLINE" in problems[0]
 
 
 @needs_benchmarks

@@ -129,6 +129,23 @@ def resolve_local_files(paths: list[str]) -> list[Path]:
     return sorted(found)
 
 
+def describe_corpus(cfg: DataConfig) -> str:
+    """The corpus in words for an error message: its files (local files named one by one, up to 3), its
+    dataset, or its source."""
+    if cfg.source == "local_files":
+        try:
+            files = [str(path) for path in resolve_local_files(cfg.paths)]
+        except DataError:
+            return f"data.paths={cfg.paths}"
+        more = f" and {len(files) - 3} more" if len(files) > 3 else ""
+        return f"{', '.join(files[:3])}{more} (data.paths={cfg.paths})"
+    if cfg.source == "hf_dataset":
+        return f"Hugging Face dataset {cfg.hf_path!r}"
+    if cfg.source == "pretokenized":
+        return f"the shards in {cfg.shards_dir}"
+    return f"data.source={cfg.source}"
+
+
 def _texts_of_file(path: Path, text_field: str) -> Iterator[str]:
     """The documents of one local file; a malformed file is a DataError naming the file (and line)."""
     try:

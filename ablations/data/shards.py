@@ -31,7 +31,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from tokenizers import Tokenizer
 
 from ablations.data.config import DataConfig, TokenizerConfig
-from ablations.data.corpus import corpus_fingerprint, is_validation, iter_documents
+from ablations.data.corpus import corpus_fingerprint, describe_corpus, is_validation, iter_documents
 from ablations.data.tokenizer import tokenizer_info, tokenizer_vocab_size
 from ablations.records.atomic import atomic_write_text, temp_sibling
 from ablations.records.errors import DataError
@@ -279,7 +279,7 @@ def build_shards(
     try:
         splits = write_shards(tmp, batches, data_cfg.shard_tokens, data_cfg.max_tokens, data_cfg.progress)
         if splits["train"]["tokens"] == 0:
-            raise DataError(f"empty corpus: {_describe_source(data_cfg)} gave no training tokens")
+            raise DataError(f"empty corpus: {describe_corpus(data_cfg)} gave no training tokens")
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
         manifest = {
             "format": FORMAT,
@@ -305,14 +305,6 @@ def build_shards(
         shutil.rmtree(tmp, ignore_errors=True)  # only our own unfinished directory
         raise
     return out
-
-
-def _describe_source(cfg: DataConfig) -> str:
-    if cfg.source == "local_files":
-        return f"data.paths={cfg.paths}"
-    if cfg.source == "hf_dataset":
-        return f"Hugging Face dataset {cfg.hf_path!r}"
-    return f"data.source={cfg.source}"
 
 
 def read_manifest(shard_dir: Path, verify_hashes: bool) -> dict[str, Any]:

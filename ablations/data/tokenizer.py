@@ -35,7 +35,7 @@ from tokenizers import (
 )
 
 from ablations.data.config import DataConfig, TokenizerConfig
-from ablations.data.corpus import corpus_fingerprint, iter_training_text
+from ablations.data.corpus import corpus_fingerprint, describe_corpus, iter_training_text
 from ablations.records.atomic import temp_sibling
 from ablations.records.errors import DataError
 
@@ -125,15 +125,16 @@ def trained_tokenizer(cfg: TokenizerConfig, data: DataConfig) -> Any:
     with FileLock(out.with_name(f"{out.name}.lock")):
         if not (out / "tokenizer.json").is_file():
             log.info("training a %d-token BPE tokenizer on the corpus into %s", cfg.vocab_size, out)
-            backend = train_bpe(iter_training_text(data, cfg.train_max_bytes), cfg)
+            backend = train_bpe(iter_training_text(data, cfg.train_max_bytes), cfg, describe_corpus(data))
             tmp = temp_sibling(out)
             wrap_backend(backend, cfg).save_pretrained(str(tmp))
             os.replace(tmp, out)  # atomic: a killed trainer leaves no half-written tokenizer
     return PreTrainedTokenizerFast.from_pretrained(str(out))
 
 
-def train_bpe(texts: Any, cfg: TokenizerConfig) -> Any:
-    """A LLaMA-style BPE `tokenizers.Tokenizer` with byte fallback, trained on `texts` to `cfg.vocab_size`."""
+def train_bpe(texts: Any, cfg: TokenizerConfig, corpus: str = "the corpus") -> Any:
+    """A LLaMA-style BPE `tokenizers.Tokenizer` with byte fallback, trained on `texts` to `cfg.vocab_size`
+    (`corpus` names where they come from, in the error for none)."""
     n_fixed = len(SPECIAL_TOKENS) + len(BYTE_TOKENS)
     normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
     pre_tokenizer = pre_tokenizers.Split(Regex(PRE_TOKEN_PATTERN), behavior="isolated")
@@ -149,7 +150,10 @@ def train_bpe(texts: Any, cfg: TokenizerConfig) -> Any:
     learner.train_from_iterator(texts, trainer)
     learned = json.loads(learner.to_str())["model"]
     if not learned["vocab"]:
-        raise DataError("cannot train a tokenizer: the training split of the corpus is empty")
+        raise DataError(
+            f"empty corpus: {corpus} has no training text to train a tokenizer on (every document is empty "
+            "or held out for validation)"
+        )
     # LLaMA's layout: specials, then bytes, then the learned pieces in the order they were learned
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + BYTE_TOKENS)}
     for piece, _ in sorted(learned["vocab"].items(), key=lambda kv: kv[1]):

@@ -2,6 +2,8 @@
 
 - `config`: `EvalConfig` (the `conf/eval/` group). Torch-free.
 - `tasks`: the task suite (lm-eval's YAMLs included, data source overridden for offline data).
+- `sources`: where each task's data comes from (`eval.data_dir`, the packaged sample in `benchmarks/`, the
+  hub), and the check that it is there and parses, before any compute.
 - `loading`: checkpoint → (model, tokenizer): native dir, HF export, Lightning `.ckpt`.
 - `adapter`: the lm-eval model `mobilellm` (batched log-likelihoods, rolling, generate_until).
 - `wikitext`: WikiText-2 perplexity in the MobileLLM protocol.

@@ -6,11 +6,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ablations.eval.sources import task_source
 from ablations.eval.tasks import KNOWN_TASKS, PAPER_ZERO_SHOT, TASKS, fewshot_violation
 from ablations.records.errors import ConfigError
-
-# `data_dir: auto` means this folder when it exists (the repo's sibling `shared/benchmarks`), else the hub.
-BESIDE_REPO_BENCHMARKS = Path(__file__).resolve().parents[3] / "shared" / "benchmarks"
 
 # The average column's metric per task: acc_norm where lm-eval reports it, acc elsewhere (the paper does
 # not say which it used; this is the common lm-eval convention).
@@ -36,9 +34,10 @@ class EvalConfig:
     """Rows per task (first N docs), for smoke runs; None = the whole split."""
     batch_size: int = 16
     """Sequences per forward pass in the adapter."""
-    data_dir: str | None = "auto"
-    """Local data root (`<dir>/<task>/<split>.jsonl`); `auto` = `../shared/benchmarks` if present;
-    None = the Hugging Face hub."""
+    data_dir: str | None = None
+    """Your local data folder (`<dir>/<task>/<split>.jsonl`), read first; a task it lacks is read from the
+    packaged sample when that holds every row asked for, else from the Hugging Face hub
+    (`ablations.eval.sources`)."""
     num_fewshot: int = 0
     """Shots for tasks without a fixed count (TriviaQA variants fix theirs)."""
     paper_avg_metric: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PAPER_AVG_METRIC))
@@ -54,8 +53,6 @@ class EvalConfig:
     def __post_init__(self) -> None:
         self.tasks = list(self.tasks)
         self.paper_avg_metric = dict(self.paper_avg_metric)
-        if self.data_dir == "auto":
-            self.data_dir = str(BESIDE_REPO_BENCHMARKS) if BESIDE_REPO_BENCHMARKS.is_dir() else None
         problems = [
             f"unknown task {t!r} (known: {', '.join(KNOWN_TASKS)})"
             for t in self.tasks
@@ -81,9 +78,8 @@ class EvalConfig:
                 )
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             problems.append(f"data_dir {self.data_dir} is not a directory")
-        lm_eval_tasks = [t for t in self.tasks if t in TASKS]
-        problems += filter(
-            None, (fewshot_violation(t, self.data_dir, self.num_fewshot) for t in lm_eval_tasks)
-        )
+        for task in (t for t in self.tasks if t in TASKS):
+            root = task_source(task, self.data_dir, self.limit, self.num_fewshot).root  # None: the hub
+            problems += filter(None, [fewshot_violation(task, root, self.num_fewshot)])
         if problems:
             raise ConfigError("eval config", problems)

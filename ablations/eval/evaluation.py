@@ -4,7 +4,9 @@
     evaluate_checkpoint(path, eval_cfg, out_dir=None) -> the whole record, written to <out_dir>/eval_result.json
 
 Per-sample outputs go to `<out_dir>/eval_samples/<task>.jsonl` (one line per doc with its doc_id and 0/1
-metrics) so the analysis package can bootstrap confidence intervals.
+metrics) so the analysis package can bootstrap confidence intervals. `evaluate_checkpoint` checks every input
+first (the tasks' data, the output folder; an existing record is replaced only with `force`) and publishes
+the record and its samples together: no sample file of an earlier evaluation stays beside a new record.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
@@ -21,11 +24,13 @@ from ablations.eval.adapter import MobileLLMEvalLM
 from ablations.eval.config import EvalConfig
 from ablations.eval.devices import eval_dtype, rank_and_world, resolve_device
 from ablations.eval.loading import load_for_eval, tokens_seen
+from ablations.eval.sources import TaskSource, task_data_problems, task_sources
 from ablations.eval.tasks import WIKITEXT_MOBILELLM, task_manager, write_task_configs
 from ablations.eval.wikitext import wikitext2_perplexity
 from ablations.model.architecture import MobileLLM
 from ablations.model.budget import count_params, flops_per_token
-from ablations.records.atomic import atomic_write_text
+from ablations.records.atomic import atomic_write_text, temp_sibling
+from ablations.records.errors import ConfigError
 from ablations.records.result import SCHEMA_VERSION, package_versions
 
 SAMPLES_DIR = "eval_samples"
@@ -92,7 +97,9 @@ def run_lm_eval(
     (on the model's device); None on ranks other than 0 of a data-parallel evaluation."""
     import lm_eval  # its evaluator pulls in datasets and evaluate: seconds, only when scoring
 
-    config_dir = write_task_configs(tasks, work_dir / "task_configs", cfg.data_dir, cfg.num_fewshot)
+    config_dir = work_dir / "task_configs"
+    for task, source in task_sources(tasks, cfg.data_dir, cfg.limit, cfg.num_fewshot).items():
+        write_task_configs([task], config_dir, source.root, cfg.num_fewshot)
     device = str(model.embed_tokens.weight.device)
     adapter = MobileLLMEvalLM(
         model=model,
@@ -124,7 +131,8 @@ def run_evaluation(
     group calls this and takes a share of the docs; rank 0 gathers them, writes and returns the section,
     the other ranks return None. Without it, this process scores everything alone."""
     out = Path(out_dir)
-    if cfg.data_dir is not None:
+    sources = task_sources(cfg.tasks, cfg.data_dir, cfg.limit, cfg.num_fewshot)
+    if all(source.root is not None for source in sources.values()):
         go_offline()
     device = resolve_device(cfg.device, accelerator)
     model = model.to(device, eval_dtype(device)).eval()
@@ -139,6 +147,7 @@ def run_evaluation(
         "task_versions": {},
         "limit": cfg.limit,
         "data_dir": cfg.data_dir,
+        "data_sources": {task: recorded_source(source) for task, source in sources.items()},
     }
     lm_tasks = [t for t in cfg.tasks if t != WIKITEXT_MOBILELLM]
     if lm_tasks:
@@ -157,7 +166,8 @@ def run_evaluation(
     if rank != 0:
         return None
     if WIKITEXT_MOBILELLM in cfg.tasks:  # rank 0 alone: a few dozen windows
-        ppl = wikitext2_perplexity(model, tokenizer, cfg.data_dir, cfg.wikitext_window, cfg.limit)
+        root = sources[WIKITEXT_MOBILELLM].root
+        ppl = wikitext2_perplexity(model, tokenizer, root, cfg.wikitext_window, cfg.limit)
         losses = ppl.pop("window_losses")
         section["tasks"][WIKITEXT_MOBILELLM] = {**ppl, "n_docs": ppl["n_windows"]}
         section["task_versions"][WIKITEXT_MOBILELLM] = "mobilellm-eval.py"
@@ -165,6 +175,15 @@ def run_evaluation(
         _write_jsonl(out / SAMPLES_DIR / f"{WIKITEXT_MOBILELLM}.jsonl", lines)
     section |= paper_average(section["tasks"], cfg.paper_avg_metric)
     return section
+
+
+def recorded_source(source: TaskSource) -> dict[str, str | None]:
+    """A task's data source as the record keeps it: `data_dir`/`packaged`/`hub`, the folder, and why."""
+    return {
+        "origin": source.origin,
+        "root": None if source.root is None else str(source.root),
+        "reason": source.reason,
+    }
 
 
 def build_record(
@@ -189,22 +208,65 @@ def write_eval_record(record: dict[str, Any], out_dir: str | Path) -> Path:
     return path
 
 
+def output_problems(out: Path, force: bool) -> list[str]:
+    """Why `out` cannot take this evaluation's record: a file where a folder must be, a folder we cannot
+    write, or an earlier record that only `force` replaces."""
+    existing = next(folder for folder in (out, *out.parents) if folder.exists() or folder == folder.parent)
+    if not existing.is_dir():
+        return [f"out={out}: {existing} is a file, not a directory"]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [f"out={out}: {existing} is not writable"]
+    if (out / EVAL_RESULT_FILE).exists() and not force:
+        return [
+            f"{out / EVAL_RESULT_FILE} exists (an earlier evaluation): pass force=true to replace it and "
+            f"its {SAMPLES_DIR}/, or out=DIR to write elsewhere"
+        ]
+    return []
+
+
+def publish(record: dict[str, Any], staged_samples: Path, out: Path) -> Path:
+    """Replace `out`'s record and per-sample files with this evaluation's, together: the earlier samples
+    are moved aside first and deleted last, so no stale sample file stays beside the new record."""
+    samples = out / SAMPLES_DIR
+    earlier = temp_sibling(samples)
+    if samples.exists():
+        os.replace(samples, earlier)
+    if staged_samples.exists():
+        os.replace(staged_samples, samples)
+    path = write_eval_record(record, out)
+    shutil.rmtree(earlier, ignore_errors=True)
+    return path
+
+
 def evaluate_checkpoint(
     path: str | Path,
     cfg: EvalConfig,
     out_dir: str | Path | None = None,
     tokenizer_dir: str | Path | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Load a checkpoint (native dir, HF export or Lightning .ckpt), evaluate it, write the record next to it."""
+    """Load a checkpoint (native dir, HF export or Lightning .ckpt), evaluate it, write the record next to
+    it (or in `out_dir`). Every input is checked before the model is loaded: the tasks' data, the output
+    folder, an earlier record (replaced, with its samples, only with `force`)."""
     src = Path(path)
     out = Path(out_dir) if out_dir is not None else (src if src.is_dir() else src.parent)
+    problems = [] if src.exists() else [f"ckpt={src} does not exist"]
+    problems += output_problems(out, force)
+    problems += task_data_problems(cfg.tasks, cfg.data_dir, cfg.limit, cfg.num_fewshot)
+    if problems:
+        raise ConfigError("evaluation inputs", problems)
     model, tokenizer = load_for_eval(src, tokenizer_dir)
-    section = run_evaluation(model, tokenizer, cfg, out)
-    if section is None:
-        raise RuntimeError(
-            "evaluate_checkpoint runs in one process; call run_evaluation on every rank instead"
-        )
-    extra = {"checkpoint": str(src.resolve()), "tokens_seen": tokens_seen(src)}
-    record = build_record(model, section, cfg, extra)
-    write_eval_record(record, out)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = temp_sibling(out / SAMPLES_DIR)
+    try:
+        section = run_evaluation(model, tokenizer, cfg, staging)
+        if section is None:
+            raise RuntimeError(
+                "evaluate_checkpoint runs in one process; call run_evaluation on every rank instead"
+            )
+        extra = {"checkpoint": str(src.resolve()), "tokens_seen": tokens_seen(src)}
+        record = build_record(model, section, cfg, extra)
+        publish(record, staging / SAMPLES_DIR, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return record

@@ -19,8 +19,14 @@ from typing import Any
 import torch
 
 from ablations.model.architecture import MobileLLM
-from ablations.model.checkpoint import RUN_MODEL_DIR, load_checkpoint_data, load_model_dir
-from ablations.model.config import ModelConfig
+from ablations.model.checkpoint import (
+    RUN_MODEL_DIR,
+    CheckpointError,
+    check_weights_match,
+    load_checkpoint_data,
+    load_model_dir,
+    saved_model_config,
+)
 from ablations.model.hf_interop import import_llama
 
 LIGHTNING_PREFIX = "model."
@@ -30,15 +36,19 @@ def load_lightning_ckpt(path: str | Path, device: str | torch.device = "cpu") ->
     """The MobileLLM inside a Lightning checkpoint, and the checkpoint dict (for step / tokens seen)."""
     ckpt = load_checkpoint_data(path, device)
     hparams = ckpt.get("hyper_parameters") or {}
-    if "model_config" not in hparams:
-        raise ValueError(f"{path}: hyper_parameters['model_config'] is missing; cannot rebuild the model")
-    cfg = ModelConfig.from_dict(dict(hparams["model_config"]))
+    if "model_config" not in hparams or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(
+            f"{path}: hyper_parameters['model_config'] or state_dict is missing; cannot rebuild the model"
+        )
+    where = f"{path}: hyper_parameters['model_config']"
+    cfg = saved_model_config(hparams["model_config"], where)
     state = {
         key.removeprefix(LIGHTNING_PREFIX): value
         for key, value in ckpt["state_dict"].items()
         if key.startswith(LIGHTNING_PREFIX)
     }
     model = MobileLLM(cfg)
+    check_weights_match(model, state, f"{path}: state_dict", where)
     model.load_state_dict(state, strict=True)
     return model, ckpt
 

@@ -5,8 +5,9 @@ write a tiny YAML per task that `include:`s the installed lm-eval definition and
 source (and the few-shot count), then load them with `TaskManager(include_path=..., include_defaults=False)`
 — no 5 s index of lm-eval's 10k task files, and no task can silently come from somewhere else.
 
-With `data_dir`, task `t` reads `data_dir/<folder>/<split>.jsonl` (Hugging Face column layout, the layout of
-`../shared/benchmarks/`); a missing file raises `MissingTaskData` naming the task and the file.
+With a local folder, task `t` reads `<folder>/<t's folder>/<split>.jsonl` (Hugging Face column layout); a
+missing file raises `MissingTaskData` naming the task and the file. Which folder (`eval.data_dir`, the
+packaged sample) or the hub a task is read from is decided by `ablations.eval.sources`.
 `python -m ablations.eval_tasks DIR [task ...]` fills such a folder from the hub once (needs internet).
 """
 
@@ -18,8 +19,10 @@ from typing import Any
 
 import yaml
 
-# Our task name for the MobileLLM WikiText-2 protocol (computed by `ablations.wikitext_ppl`, not lm-eval).
+# Our task name for the MobileLLM WikiText-2 protocol (computed by `ablations.eval.wikitext`, not lm-eval),
+# and the hub dataset (name, config) it reads without a local copy: the line-level WikiText-2 test split.
 WIKITEXT_MOBILELLM = "wikitext2_mobilellm"
+WIKITEXT_MOBILELLM_HUB = ("wikitext", "wikitext-2-raw-v1")
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,8 @@ class MissingTaskData(FileNotFoundError):
         super().__init__(
             f"eval task {task!r}: expected local data file {path} (eval.data_dir={data_dir}) but it does not "
             f"exist. Fill it from the hub once with `python -m ablations.eval_tasks {data_dir} {task}` on a "
-            f"machine with internet, or drop the task from eval.tasks, or set eval.data_dir=null to use the hub."
+            f"machine with internet, or drop the task from eval.tasks, or set eval.data_dir=null (the packaged "
+            "sample or the hub)."
         )
         self.task, self.path = task, path
 
@@ -115,7 +119,8 @@ def task_shots(task: str, num_fewshot: int) -> int:
 
 
 def fewshot_violation(task: str, data_dir: str | Path | None, num_fewshot: int) -> str | None:
-    """Why `task` cannot be scored with its shots without drawing them from the scored split, or None."""
+    """Why `task` cannot be scored with its shots without drawing them from the scored split, or None
+    (`data_dir`: the folder the task is read from; None: the hub)."""
     shots, spec = task_shots(task, num_fewshot), TASKS[task]
     has_train = "train" in spec.splits if data_dir is not None else spec.hub_train
     if shots == 0 or has_train:
@@ -143,24 +148,6 @@ def local_data_files(task: str, data_dir: str | Path) -> dict[str, Path]:
         if not path.is_file():
             raise MissingTaskData(task, path, root)
     return files
-
-
-def missing_task_data(tasks: list[str], data_dir: str | Path | None) -> list[str]:
-    """One line per task whose local data file is missing (none when data_dir is None: the hub serves)."""
-    if data_dir is None:
-        return []
-    problems = []
-    for task in tasks:
-        try:
-            if task == WIKITEXT_MOBILELLM:  # the MobileLLM protocol reads the wikitext task's test pages
-                path = Path(data_dir) / TASKS["wikitext"].folder / "test.jsonl"
-                if not path.is_file():
-                    raise MissingTaskData(task, path, Path(data_dir))
-            else:
-                local_data_files(task, data_dir)
-        except MissingTaskData as error:
-            problems.append(str(error))
-    return problems
 
 
 def task_yaml(task: str, data_dir: str | Path | None, num_fewshot: int) -> dict[str, Any]:

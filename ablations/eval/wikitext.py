@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ablations.eval.tasks import MissingTaskData
+from ablations.eval.tasks import WIKITEXT_MOBILELLM_HUB, MissingTaskData
 from ablations.model.architecture import MobileLLM
 
 
@@ -39,7 +39,7 @@ def wikitext2_test_lines(data_dir: str | Path | None) -> list[str]:
     if data_dir is None:
         import datasets  # heavy: only for the hub path
 
-        return list(datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split="test")["text"])
+        return list(datasets.load_dataset(*WIKITEXT_MOBILELLM_HUB, split="test")["text"])
     path = Path(data_dir) / "wikitext" / "test.jsonl"
     if not path.is_file():
         raise MissingTaskData("wikitext2_mobilellm", path, Path(data_dir))

@@ -29,11 +29,11 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from ablations.data.datamodule import TokenDataModule, loader_workers
-from ablations.data.epochs import check_epochs
+from ablations.data.epochs import check_epochs, check_validation_split
 from ablations.data.shards import read_manifest
 from ablations.data.tokenizer import check_vocab_fits
 from ablations.eval.evaluation import run_evaluation
-from ablations.eval.tasks import missing_task_data
+from ablations.eval.sources import task_data_problems
 from ablations.job.config import JobConfig, composed_config, first_line, job_config
 from ablations.job.hydra_dumps import take_run_dir
 from ablations.job.plan_report import print_plan
@@ -82,10 +82,12 @@ def validate(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> JobConfi
     """Every rule of every group, before anything is built: the config, the launch, the checkpoint to resume
     and what it may change, the evaluation data (one ConfigError lists all broken rules)."""
     job = job_config(cfg)
-    problems = launch_problems(job, multirun) + missing_task_data(job.eval.tasks, job.eval.data_dir)
-    problems += callback_problems(job.callbacks)
-    if not job.plan_only:  # a plan is made anywhere (a login node); a run needs the devices it names
+    problems = launch_problems(job, multirun) + callback_problems(job.callbacks)
+    if not job.plan_only:  # a plan is made anywhere (a login node); a run needs the devices and data it names
         problems += device_problems(job)
+        problems += task_data_problems(
+            job.eval.tasks, job.eval.data_dir, job.eval.limit, job.eval.num_fewshot
+        )
     if job.tokenizer.kind == "trained" and job.tokenizer.vocab_size > job.model.vocab_size:
         problems.append(  # known before the tokenizer is trained (minutes on a real corpus)
             f"tokenizer.vocab_size={job.tokenizer.vocab_size} > model.vocab_size={job.model.vocab_size}: ids >= "
@@ -143,8 +145,10 @@ def prepare_data(job: JobConfig, job_plan: JobPlan) -> TokenDataModule:
 
 
 def data_epochs(job: JobConfig, job_plan: JobPlan, datamodule: TokenDataModule) -> float:
-    """Passes over the train split the plan makes (refused above data.max_epochs, before training)."""
+    """Passes over the train split the plan makes (refused above data.max_epochs, before training); the
+    validation split must hold a window."""
     manifest = read_manifest(datamodule.shard_dir, verify_hashes=False)
+    check_validation_split(manifest, job_plan.train.seq_len, job.data)
     return check_epochs(job_plan.train.tokens, job_plan.train.seq_len, manifest, job.data)
 
 

@@ -17,6 +17,7 @@ import itertools
 import logging
 import os
 import re
+import sys
 import warnings
 from typing import Any
 
@@ -160,7 +161,12 @@ def install_log_masking() -> None:
                 handler.addFilter(MaskingFilter())
 
 
+BAD_INPUT_EXIT = 2
+"""README's exit code for bad config or input (`ablations.job.outcome.EXIT_CODES["config"]`)."""
+
+
 def cli_exit(error: BaseException) -> SystemExit:
-    """A command's exit for bad input: `error: <message>` (which names the file or key), secrets masked, no
-    traceback. Raise it `from None`."""
-    return SystemExit(f"error: {mask_text(str(error))}")
+    """A command's exit for bad input: prints `error: <message>` (which names the file or key) to stderr,
+    secrets masked, no traceback, and returns the exit with code 2. Raise it `from None`."""
+    print(f"error: {mask_text(str(error))}", file=sys.stderr)
+    return SystemExit(BAD_INPUT_EXIT)
