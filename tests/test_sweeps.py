@@ -56,7 +56,7 @@ def test_the_paper_tables_and_figures_each_have_a_sweep() -> None:
 
 
 @pytest.mark.parametrize("sweep", SWEEPS)
-@pytest.mark.parametrize("scale", ["paper", "smoke", "proxy_cpu"])
+@pytest.mark.parametrize("scale", ["paper", "smoke", "proxy_cpu", "proxy_gpu"])
 def test_every_variant_composes_to_a_valid_model_or_a_logged_skip(sweep: str, scale: str) -> None:
     seen = 0
     every = variants(sweep, scale)
@@ -74,6 +74,13 @@ def test_every_variant_composes_to_a_valid_model_or_a_logged_skip(sweep: str, sc
             assert cfg.trainer.accelerator == "cpu" and model.vocab_size == 4096 and model.max_seq_len == 256
             assert model.head_dim % 2 == 0 and model.head_dim <= 16 and cfg.train.tokens == 1_228_800
             assert cfg.axes.budget != "125M" or 1_000_000 < count_params(model).total < 3_000_000
+        elif scale == "proxy_gpu":  # widths ÷ 2, bf16 on one GPU: ~30M parameters at 125M
+            assert (
+                cfg.trainer.accelerator == "gpu"
+                and model.vocab_size == 16000
+                and cfg.train.tokens == 500_170_752
+            )
+            assert cfg.axes.budget != "125M" or 20_000_000 < count_params(model).total < 60_000_000
         else:
             assert (
                 cfg.train.tokens >= 251_658_240_000
