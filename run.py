@@ -1,110 +1,15 @@
-"""Hydra entry point: one job = validate → plan → data → model → train → evaluate → record one variant.
+"""One job = validate → plan → data → model → train → evaluate → record one variant (`ablations.job.entry`).
 
 python run.py                                    # tiny model, embedded corpus, CPU, a few minutes
 python run.py model=mobilellm_125m trainer=gpu train=paper_exploration
 python run.py -m model.sharing_scheme=immediate,repeat_all_over,reverse model.sharing_repeats=2
 python run.py -m +sweep=layer_sharing scale=smoke          # a paper ablation (sweeps/sweep/), at CPU size
-python run.py -m +search=budget_125m                       # Optuna architecture search (sweeps/search/)
+python run.py -m +search=budget scale=smoke                 # Optuna architecture search (sweeps/search/)
+
+Installed (`pip install .`), the same command is `mobilellm-run`, from any folder.
 """
 
-from __future__ import annotations
-
-import logging
-import os
-import sys
-from pathlib import Path
-
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
-from hydra.types import RunMode
-from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
-
-# importing ablations.job.config registers the job schema and resolvers before Hydra composes
-from ablations.job.config import hydra_error_text
-from ablations.job.hydra_dumps import hold_hydra_dumps, mask_hydra_dumps
-from ablations.job.outcome import EXIT_CODES
-from ablations.records.errors import ConfigError, DataError, RunDirLocked
-from ablations.records.result import RESULT_FILE, is_complete, read_result
-from ablations.records.secrets import install_log_masking, mask_text
-from ablations.search.sweep import skip_reason, variant_name
-from ablations.train.signals import PREEMPTION
-
-log = logging.getLogger("run")
-
-
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
-    PREEMPTION.install()  # first: a pre-emption signal from here on stops training at its first step
-    mask_hydra_dumps()  # Hydra wrote a sweep's multirun.yaml, with the command line's values, before this job
-    hold_hydra_dumps(cfg)  # .hydra/*.yaml: written once the job takes the run dir, never by a refused run
-    from ablations.job.stages import (  # lightning and lm-eval: seconds, only once a job runs
-        run_job,
-        status_of,
-    )
-
-    install_log_masking()  # Lightning's own console handler (Hydra's are configured with it) and warnings
-
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    axes = dict(cfg.get("axes") or {})
-    # a sweep's variant is named by its axis values (analysis groups records, seeds pooled, by name)
-    name = cfg.get("name") or (
-        variant_name(axes) if axes else hydra_cfg.runtime.choices.get("model", "model")
-    )
-    reason = skip_reason(cfg)
-    if reason is not None:  # declared by the sweep: logged, never trained, never recorded as a failure
-        log.warning("skipping variant %s: %s", axes, reason)
-        return None
-    if multirun and is_complete(run_dir):  # a re-run of a sweep: this variant is already done
-        log.info("skipping %s: its result record is complete", run_dir)
-        return ((read_result(run_dir) or {}).get("train") or {}).get("val_loss")
-    try:
-        record = run_job(cfg, run_dir, name, cfg.get("sweep"), axes, multirun=multirun)
-    except (ConfigError, DataError, RunDirLocked) as error:  # bad input: named, nothing was built
-        log.error("%s", error)
-        if multirun:
-            return None
-        sys.exit(EXIT_CODES["locked" if isinstance(error, RunDirLocked) else "config"])
-    except BaseException as error:  # recorded in its result.json (failed, diverged, interrupted, pruned)
-        if multirun and isinstance(error, Exception):
-            return None  # the sweep goes on; its summary reports this job
-        log.error("job %s: %s: %s", name, type(error).__name__, error)
-        sys.exit(EXIT_CODES[status_of(error)])
-    if record["status"] == "planned":  # plan_only=true: printed, nothing run or recorded
-        return None
-    log.info("result: %s (status %s)", run_dir / RESULT_FILE, record["status"])
-    print(f"results: {run_dir / RESULT_FILE}")
-    return (record.get("train") or {}).get("val_loss")
-
-
-def cli() -> None:
-    """`python run.py`: Hydra's entry point, with bad config found by Hydra (an unknown preset or key, a value
-    of the wrong type) or by the sweeper (e.g. an unwritable Optuna storage) refused like the job's own bad
-    config: `error: <message naming the key>` on stderr, exit 2 (Hydra alone exits 1, after its search path).
-    HYDRA_FULL_ERROR=1 makes Hydra raise instead of printing and exiting (set by you: Hydra's full trace)."""
-    if os.environ.get("HYDRA_FULL_ERROR"):
-        main()
-        return
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        main()
-    except (HydraException, OmegaConfBaseException, ConfigError) as error:
-        print(f"error: {mask_text(refusal_text(error))}", file=sys.stderr)
-        sys.exit(EXIT_CODES["config"])
-
-
-def refusal_text(error: Exception) -> str:
-    """The message of bad config refused before any job ran: Hydra's without its search path; a ConfigError
-    with one broken rule on one line."""
-    if isinstance(error, HydraException):
-        return hydra_error_text(error)
-    if isinstance(error, ConfigError) and len(error.violations) == 1:
-        return f"invalid {error.what}: {error.violations[0]}"
-    return str(error)
-
+from ablations.job.entry import cli
 
 if __name__ == "__main__":
     cli()

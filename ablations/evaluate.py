@@ -16,11 +16,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ablations.eval.evaluation import EVAL_RESULT_FILE, evaluate_checkpoint
+from ablations.eval.evaluation import evaluate_checkpoint
 from ablations.job.config import compose_config, job_config
 from ablations.model.checkpoint import CheckpointError
 from ablations.model.hf_interop import ConversionError
 from ablations.records.errors import ConfigError, DataError
+from ablations.records.run_dir import RunDir
 from ablations.records.secrets import cli_exit
 
 OWN_KEYS = ("ckpt", "out", "tokenizer", "force")
@@ -66,9 +67,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         record = evaluate_checkpoint(own["ckpt"], eval_cfg, own.get("out"), own.get("tokenizer"), force)
     except BAD_INPUT as error:  # named in the message; a traceback would add nothing
         raise cli_exit(error) from None
-    print_results(record["eval"], f"{own['ckpt']}  ({EVAL_RESULT_FILE} written)")
+    print_results(record["eval"], f"{own['ckpt']}  ({RunDir.EVAL_RECORD} written)")
     return record
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`mobilellm-evaluate` (a console script exits with what its function returns: nothing, here)."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

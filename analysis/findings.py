@@ -24,12 +24,11 @@ from typing import Any
 import numpy as np
 
 from ablations.eval.tasks import PAPER_ZERO_SHOT
+from ablations.records.run_dir import RunDir
 from analysis.paired import Contrast, accuracy_contrast, bpb_contrast
 from analysis.paper import paper_values
 from analysis.records import load_records, task_metric
 
-VALIDATION_FILE = "validation.json"  # ablations.train.fit.VALIDATION_FILE (analysis imports no torch)
-SAMPLES_DIR = "eval_samples"
 # answer choices per task (ARC has a few 3- and 5-choice rows): the zero-shot average of random guessing
 CHOICES = {
     "arc_easy": 4,
@@ -290,8 +289,8 @@ def _matches(record: dict[str, Any], sweep: str, axes: tuple[tuple[str, Any], ..
 
 def load_run(record: dict[str, Any]) -> Run | None:
     """The record's per-document data, or None when its validation file is missing."""
-    run_dir = Path(record["run_dir"])
-    path = run_dir / VALIDATION_FILE
+    run_dir = RunDir(record["run_dir"])
+    path = run_dir.validation
     if record.get("status") != "complete" or not path.is_file():
         return None
     per_doc = json.loads(path.read_text())["per_document"]
@@ -301,7 +300,7 @@ def load_run(record: dict[str, Any]) -> Run | None:
         for t, m in ((record.get("eval") or {}).get("paper_avg_metric") or {}).items()
     }
     for task in PAPER_ZERO_SHOT:
-        file = run_dir / SAMPLES_DIR / f"{task}.jsonl"
+        file = run_dir.eval_samples / f"{task}.jsonl"
         if not file.is_file():
             samples = None
             break

@@ -25,7 +25,8 @@ from typing import Any
 import pandas as pd
 
 from ablations.eval.config import DEFAULT_PAPER_AVG_METRIC
-from ablations.records.result import RESULT_FILE, read_result
+from ablations.records.result import read_result
+from ablations.records.run_dir import RunDir
 
 TASK_LABELS: dict[str, str] = {
     "arc_easy": "ARC-e",
@@ -45,7 +46,7 @@ def find_result_files(sources: Iterable[str | Path]) -> list[Path]:
     for source in sources:
         path = Path(source)
         if path.is_dir():
-            found.extend(sorted(path.rglob(RESULT_FILE)))
+            found.extend(sorted(path.rglob(RunDir.RECORD)))
         elif path.is_file():
             found.append(path)
         else:

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ablations.job.config import compose_config
-from ablations.job.stages import run_job, validate
+from ablations.job.stages import run_job
+from ablations.job.validate import validate
 from ablations.model.architecture import MobileLLM
 from ablations.model.config import ModelConfig
 from ablations.records.errors import ConfigError

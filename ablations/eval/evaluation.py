@@ -32,9 +32,7 @@ from ablations.model.budget import count_params, flops_per_token
 from ablations.records.atomic import atomic_write_text, temp_sibling
 from ablations.records.errors import ConfigError
 from ablations.records.result import SCHEMA_VERSION, package_versions
-
-SAMPLES_DIR = "eval_samples"
-EVAL_RESULT_FILE = "eval_result.json"
+from ablations.records.run_dir import RunDir
 
 
 def go_offline() -> None:
@@ -142,7 +140,7 @@ def run_evaluation(
         "dtype": str(eval_dtype(device)).removeprefix("torch."),
         "world_size": world_size,
         "tasks": {},
-        "samples_dir": SAMPLES_DIR,
+        "samples_dir": RunDir.EVAL_SAMPLES,
         "lm_eval_version": version("lm_eval"),
         "task_versions": {},
         "limit": cfg.limit,
@@ -162,7 +160,7 @@ def run_evaluation(
             section["task_versions"][task] = results["versions"][task]
             samples = sorted(results["samples"][task], key=lambda sample: int(sample["doc_id"]))
             lines = [_sample_line(sample, metric_names) for sample in samples]
-            _write_jsonl(out / SAMPLES_DIR / f"{task}.jsonl", lines)
+            _write_jsonl(RunDir(out).eval_samples / f"{task}.jsonl", lines)
     if rank != 0:
         return None
     if WIKITEXT_MOBILELLM in cfg.tasks:  # rank 0 alone: a few dozen windows
@@ -172,7 +170,7 @@ def run_evaluation(
         section["tasks"][WIKITEXT_MOBILELLM] = {**ppl, "n_docs": ppl["n_windows"]}
         section["task_versions"][WIKITEXT_MOBILELLM] = "mobilellm-eval.py"
         lines = [{"doc_id": i, "mean_nll": loss} for i, loss in enumerate(losses)]
-        _write_jsonl(out / SAMPLES_DIR / f"{WIKITEXT_MOBILELLM}.jsonl", lines)
+        _write_jsonl(RunDir(out).eval_samples / f"{WIKITEXT_MOBILELLM}.jsonl", lines)
     section |= paper_average(section["tasks"], cfg.paper_avg_metric)
     return section
 
@@ -203,7 +201,7 @@ def build_record(
 
 def write_eval_record(record: dict[str, Any], out_dir: str | Path) -> Path:
     """`<out_dir>/eval_result.json`, written atomically."""
-    path = Path(out_dir) / EVAL_RESULT_FILE
+    path = RunDir(out_dir).eval_record
     atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
     return path
 
@@ -216,10 +214,10 @@ def output_problems(out: Path, force: bool) -> list[str]:
         return [f"out={out}: {existing} is a file, not a directory"]
     if not os.access(existing, os.W_OK | os.X_OK):
         return [f"out={out}: {existing} is not writable"]
-    if (out / EVAL_RESULT_FILE).exists() and not force:
+    if (RunDir(out).eval_record).exists() and not force:
         return [
-            f"{out / EVAL_RESULT_FILE} exists (an earlier evaluation): pass force=true to replace it and "
-            f"its {SAMPLES_DIR}/, or out=DIR to write elsewhere"
+            f"{RunDir(out).eval_record} exists (an earlier evaluation): pass force=true to replace it and "
+            f"its {RunDir.EVAL_SAMPLES}/, or out=DIR to write elsewhere"
         ]
     return []
 
@@ -227,7 +225,7 @@ def output_problems(out: Path, force: bool) -> list[str]:
 def publish(record: dict[str, Any], staged_samples: Path, out: Path) -> Path:
     """Replace `out`'s record and per-sample files with this evaluation's, together: the earlier samples
     are moved aside first and deleted last, so no stale sample file stays beside the new record."""
-    samples = out / SAMPLES_DIR
+    samples = RunDir(out).eval_samples
     earlier = temp_sibling(samples)
     if samples.exists():
         os.replace(samples, earlier)
@@ -257,7 +255,7 @@ def evaluate_checkpoint(
         raise ConfigError("evaluation inputs", problems)
     model, tokenizer = load_for_eval(src, tokenizer_dir)
     out.mkdir(parents=True, exist_ok=True)
-    staging = temp_sibling(out / SAMPLES_DIR)
+    staging = temp_sibling(RunDir(out).eval_samples)
     try:
         section = run_evaluation(model, tokenizer, cfg, staging)
         if section is None:
@@ -266,7 +264,7 @@ def evaluate_checkpoint(
             )
         extra = {"checkpoint": str(src.resolve()), "tokens_seen": tokens_seen(src)}
         record = build_record(model, section, cfg, extra)
-        publish(record, staging / SAMPLES_DIR, out)
+        publish(record, RunDir(staging).eval_samples, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return record

@@ -6,9 +6,8 @@
   `hyper_parameters["model_config"]` is the ModelConfig dict (the training module saves that way).
 
 The tokenizer is read with `AutoTokenizer.from_pretrained` from the model directory, or for a `.ckpt` from
-its folder, the folder above, or `model/` in the folder above (a training run's own
-`<run_dir>/checkpoints/last.ckpt` finds the tokenizer in the run's `<run_dir>/model/` export), unless given
-explicitly.
+its folder or the folder above, and for a training run's own checkpoint (`<run dir>/checkpoints/last.ckpt`)
+from the run's model export (`RunDir.model`), unless given explicitly.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import torch
 
 from ablations.model.architecture import MobileLLM
 from ablations.model.checkpoint import (
-    RUN_MODEL_DIR,
     CheckpointError,
     check_weights_match,
     load_checkpoint_data,
@@ -28,6 +26,7 @@ from ablations.model.checkpoint import (
     saved_model_config,
 )
 from ablations.model.hf_interop import import_llama
+from ablations.records.run_dir import RunDir
 
 LIGHTNING_PREFIX = "model."
 
@@ -55,9 +54,11 @@ def load_lightning_ckpt(path: str | Path, device: str | torch.device = "cpu") ->
 
 def find_tokenizer_dir(ckpt: Path) -> Path:
     """The folder holding the tokenizer of a checkpoint: the checkpoint dir itself, or for a `.ckpt` its
-    folder, the folder above, or the run's model export there (`<run_dir>/checkpoints/x.ckpt` → `<run_dir>/model`)."""
-    above = ckpt.parent.parent
-    candidates = [ckpt] if ckpt.is_dir() else [ckpt.parent, above, above / RUN_MODEL_DIR]
+    folder or the folder above, and for a run's own checkpoint (`<run dir>/checkpoints/x.ckpt`) the run's
+    model export."""
+    run = RunDir.of_checkpoint(ckpt)
+    exported = [run.model] if run is not None else []
+    candidates = [ckpt] if ckpt.is_dir() else [ckpt.parent, ckpt.parent.parent, *exported]
     for folder in candidates:
         if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
             return folder

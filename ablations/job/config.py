@@ -12,6 +12,7 @@ Torch-free: the CLIs compose and check configs without building anything.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from ablations.search.config import OptunaTrialConfig, SolveSpec
 from ablations.search.sweep import register_resolvers, solve_model
 from ablations.train.config import LoggerConfig, TrainConfig, TrainerConfig
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(str(importlib.resources.files("conf")))  # the Hydra tree, installed as the package `conf`
 SCHEMA_NAME = "job_schema"
 
 
@@ -103,10 +104,6 @@ def register_configs() -> None:
 
 def compose_config(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:
     """`conf/<config_name>.yaml` with Hydra overrides applied, as `run.py` would see it (hydra node included)."""
-    if not CONF_DIR.is_dir():
-        raise FileNotFoundError(
-            f"config tree not found at {CONF_DIR}: install the project with `pip install -e .`"
-        )
     register_configs()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -22,9 +22,9 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from ablations.records.atomic import atomic_write_text
+from ablations.records.run_dir import RunDir
 from ablations.records.secrets import mask_secrets
 
-HYDRA_SUBDIR = ".hydra"
 _taken: set[Path] = set()  # run dirs this process's jobs took
 _held_dumps: dict[Path, dict[str, str]] = {}  # run dir → {file name: masked YAML}, until the job takes it
 
@@ -77,7 +77,7 @@ def take_run_dir(run_dir: str | Path, is_global_zero: bool) -> None:
     dumps = _held_dumps.pop(run_dir, {})
     if is_global_zero:
         for name, text in dumps.items():
-            atomic_write_text(run_dir / HYDRA_SUBDIR / name, text)
+            atomic_write_text(RunDir(run_dir).hydra / name, text)
     loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.copy().values()]  # threads add loggers
     for logger in loggers:
         for handler in getattr(logger, "handlers", []):

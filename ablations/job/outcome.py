@@ -18,7 +18,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from ablations.records.result import RESULT_FILE, read_result
+from ablations.records.result import read_result
+from ablations.records.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 EXIT_CODES: dict[str, int] = {
@@ -49,7 +50,7 @@ class MultirunSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         statuses: list[str] = []
         lines = []
-        for path in sorted(sweep_dir.rglob(RESULT_FILE)):
+        for path in sorted(sweep_dir.rglob(RunDir.RECORD)):
             if path.stat().st_mtime < getattr(self, "started", 0):
                 continue  # a record an earlier run of the sweep finished (a skipped complete variant)
             try:

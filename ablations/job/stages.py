@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import sys
 import traceback
 from contextlib import nullcontext
@@ -22,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
@@ -33,17 +31,16 @@ from ablations.data.epochs import check_epochs, check_validation_split
 from ablations.data.shards import read_manifest
 from ablations.data.tokenizer import check_vocab_fits
 from ablations.eval.evaluation import run_evaluation
-from ablations.eval.sources import task_data_problems
-from ablations.job.config import JobConfig, composed_config, first_line, job_config
+from ablations.job.config import JobConfig, composed_config
 from ablations.job.hydra_dumps import take_run_dir
 from ablations.job.plan_report import print_plan
-from ablations.job.resume import changed_keys, shape_changes, unknown_allowances
+from ablations.job.validate import validate
 from ablations.model.budget import count_params, flops_per_token
-from ablations.model.checkpoint import CheckpointError
 from ablations.records.atomic import atomic_write_text
 from ablations.records.errors import ConfigError, DataError, DivergenceError, TrialPruned
 from ablations.records.lock import run_dir_lock
 from ablations.records.result import package_versions, read_result, write_result
+from ablations.records.run_dir import RunDir
 from ablations.records.secrets import mask_secrets
 from ablations.search.pruning import OptunaPruning, trial_heartbeat
 from ablations.train.fit import TrainResult, fit, last_checkpoint_counters, resolve_ckpt_path
@@ -56,7 +53,6 @@ from ablations.train.trainer import build_trainer, expected_world_size
 from ablations.train.validation import Validation
 
 log = logging.getLogger(__name__)
-TRAINED_CONFIG_FILE = "job_config.json"
 RECORDED_PARAMS = ("total", "embedding", "output", "non_embedding", "applied")
 VALIDATION_FIELDS = ("loss", "loss_se", "bpb", "bpb_se", "tokens", "bytes", "documents")
 
@@ -73,35 +69,14 @@ class JobPlan:
     flops_per_token: int
     memory: MemoryLayout
     """Micro-batch and checkpointing, checked against the training device; the memory per GPU."""
+    resume_from: str | None
+    """The checkpoint training resumes from (resolved once, by validation), or None: a fresh start."""
 
 
 # ------------------------------------------------------------------------------------------- stages
 
 
-def validate(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> JobConfig:
-    """Every rule of every group, before anything is built: the config, the launch, the checkpoint to resume
-    and what it may change, the evaluation data (one ConfigError lists all broken rules)."""
-    job = job_config(cfg)
-    problems = launch_problems(job, multirun) + callback_problems(job.callbacks)
-    if not job.plan_only:  # a plan is made anywhere (a login node); a run needs the devices and data it names
-        problems += device_problems(job)
-        problems += task_data_problems(
-            job.eval.tasks, job.eval.data_dir, job.eval.limit, job.eval.num_fewshot
-        )
-    if job.tokenizer.kind == "trained" and job.tokenizer.vocab_size > job.model.vocab_size:
-        problems.append(  # known before the tokenizer is trained (minutes on a real corpus)
-            f"tokenizer.vocab_size={job.tokenizer.vocab_size} > model.vocab_size={job.model.vocab_size}: ids >= "
-            f"{job.model.vocab_size} would index past the embedding; set model.vocab_size >= tokenizer.vocab_size"
-        )
-    current = json.loads(json.dumps(mask_secrets(dataclasses.asdict(job)), default=str))  # as stored
-    problems += unknown_allowances(job.resume_allow_changes, current)
-    problems += resume_problems(job, current, run_dir)
-    if problems:
-        raise ConfigError("job", problems)
-    return job
-
-
-def plan(job: JobConfig) -> JobPlan:
+def plan(job: JobConfig, resume_from: str | None = None) -> JobPlan:
     """Steps, batch and LR for the world size the trainer config asks for; parameter and FLOP counts; the
     memory layout (micro-batch, checkpointing) checked against the training device (ConfigError: no fit)."""
     world_size = expected_world_size(job.trainer)
@@ -126,6 +101,7 @@ def plan(job: JobConfig) -> JobPlan:
         params={k: counts[k] for k in RECORDED_PARAMS},
         flops_per_token=flops_per_token(job.model, train_plan.seq_len),
         memory=memory,
+        resume_from=resume_from,
     )
 
 
@@ -189,7 +165,7 @@ def train(
             "trainer config",
             [f"the trainer runs {trainer.world_size} processes but the plan assumed {job_plan.world_size}"],
         )
-    return fit(trainer, module, datamodule, run_dir, job.ckpt_path, job.train.val_max_tokens)
+    return fit(trainer, module, datamodule, run_dir, job_plan.resume_from, job.train.val_max_tokens)
 
 
 def evaluate(job: JobConfig, trained: TrainResult, run_dir: Path) -> dict[str, Any] | None:
@@ -248,7 +224,7 @@ def run_locked_job(
         log.info("%s: its record is complete; nothing to do (force=true runs it again)", run_dir)
         return previous
     try:
-        job = validate(cfg, run_dir, multirun)
+        job, resume_from = validate(cfg, run_dir, multirun)
     except ConfigError as error:  # nothing was built; a new variant is still recorded, as failed
         if previous is None or previous.get("status") == "failed":  # an earlier run's record stays
             take_run_dir(run_dir, rank_zero_only.rank == 0)
@@ -257,12 +233,14 @@ def run_locked_job(
             )
         raise
     with trial_heartbeat(job.optuna, rank_zero_only.rank == 0, run_dir):
-        return run_stages(job, run_dir, identity)
+        return run_stages(job, resume_from, run_dir, identity)
 
 
-def run_stages(job: JobConfig, run_dir: Path, identity: dict[str, Any]) -> dict[str, Any]:
+def run_stages(
+    job: JobConfig, resume_from: str | None, run_dir: Path, identity: dict[str, Any]
+) -> dict[str, Any]:
     """plan → data → model → train → evaluate → record, recording the outcome whatever happens."""
-    job_plan = plan(job)
+    job_plan = plan(job, resume_from)
     if job.plan_only:  # a dry run: nothing built, nothing recorded
         print_plan(job, job_plan.train, job_plan.params, job_plan.flops_per_token, job_plan.memory)
         return {"status": "planned", **identity, "train": {"plan": dataclasses.asdict(job_plan.train)}}
@@ -319,37 +297,10 @@ def start_record(
     }
     take_run_dir(run_dir, rank_zero_only.rank == 0)  # this run's: its .hydra dumps, its run.log
     record(run_dir, values)
-    fresh = resolve_ckpt_path(job.ckpt_path, run_dir) is None
-    if rank_zero_only.rank == 0 and (fresh or not (run_dir / TRAINED_CONFIG_FILE).is_file()):
-        atomic_write_text(
-            run_dir / TRAINED_CONFIG_FILE, json.dumps(values["config"], indent=2, default=str) + "\n"
-        )
+    trained_with = RunDir(run_dir).job_config  # the config the run's checkpoints are trained with
+    if rank_zero_only.rank == 0 and (job_plan.resume_from is None or not trained_with.is_file()):
+        atomic_write_text(trained_with, json.dumps(values["config"], indent=2, default=str) + "\n")
     return values
-
-
-def resume_problems(job: JobConfig, current: dict[str, Any], run_dir: Path) -> list[str]:
-    """The checkpoint a run resumes from must load, and the config may differ from the one it was trained
-    with (`current`, as stored) only where resuming allows and the parameter shapes stay the same."""
-    try:
-        resumed = resolve_ckpt_path(job.ckpt_path, run_dir)
-    except (FileNotFoundError, CheckpointError) as error:  # missing, unreadable or unsafe: named
-        return [str(error)]
-    path = run_dir / TRAINED_CONFIG_FILE
-    if resumed is None or not path.is_file():
-        return []
-    try:
-        trained_with = json.loads(path.read_text())
-    except ValueError as error:
-        return [f"{path}: unreadable ({error}); it records the config the checkpoints were trained with"]
-    problems = [
-        f"resuming {resumed} with a changed config (allow with resume_allow_changes=[KEY,...]): {change}"
-        for change in changed_keys(trained_with, current, job.resume_allow_changes)
-    ]
-    reshaped = shape_changes(trained_with["model"], job.model)
-    if reshaped:
-        problems.append(f"resuming {resumed}: the model config changes {len(reshaped)} parameter shape(s), "
-                        f"e.g. {'; '.join(reshaped[:3])}")  # fmt: skip
-    return problems
 
 
 def trained_fields(trained: TrainResult, job_plan: JobPlan) -> dict[str, Any]:
@@ -373,42 +324,8 @@ def validation_fields(validation: Validation | None) -> dict[str, Any]:
     return {f"val_{key}": summary[key] for key in VALIDATION_FIELDS}
 
 
-def callback_problems(callbacks: dict[str, Any]) -> list[str]:
-    """User callbacks must each name a Lightning Callback class, with plain arguments: Hydra's `_target_` can
-    call any importable function (e.g. `pathlib.Path.write_text`), and a config must never act by itself."""
-    problems = []
-    for name, node in callbacks.items():
-        key = f"callbacks.{name}"
-        target = node.get("_target_") if isinstance(node, dict) else None
-        if not isinstance(target, str):
-            problems.append(f"{key}: must be a mapping with `_target_: <a lightning Callback class>`")
-            continue
-        try:
-            callback_class = get_class(target)
-        except Exception as error:  # not importable, or not a class
-            problems.append(
-                f"{key}._target_={target}: not an importable class ({first_line(error.__cause__ or error)})"
-            )
-            continue
-        if not issubclass(callback_class, L.Callback):
-            problems.append(f"{key}._target_={target}: not a lightning Callback subclass")
-        nested = [path for path in _target_paths(node) if path]
-        if nested:
-            problems.append(f"{key}: nested `_target_` at {nested} (arguments must be plain values)")
-    return problems
-
-
-def _target_paths(node: Any, path: str = "") -> list[str]:
-    """Dotted paths of every `_target_` key in a nested mapping/list ("" for the top level)."""
-    found = [path] if isinstance(node, dict) and "_target_" in node else []
-    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
-    for key, child in children:
-        found += _target_paths(child, f"{path}.{key}".lstrip("."))
-    return found
-
-
 def extra_callbacks(job: JobConfig) -> dict[str, L.Callback]:
-    """User callbacks (`+callbacks.NAME={_target_: …}`, checked by `callback_problems`) and, for a search
+    """User callbacks (`+callbacks.NAME={_target_: …}`, checked by validation) and, for a search
     trial, the pruning callback."""
     callbacks = {key: instantiate(node, _recursive_=False) for key, node in job.callbacks.items()}
     if job.optuna.trial_number is not None:
@@ -451,29 +368,3 @@ def finish_wandb() -> None:
     wandb = sys.modules.get("wandb")  # imported only if a W&B logger ran
     if wandb is not None and wandb.run is not None:
         wandb.finish()
-
-
-def device_problems(job: JobConfig) -> list[str]:
-    """CUDA devices the job asks for (training accelerator, evaluation device) that this machine lacks."""
-    visible = torch.cuda.device_count()
-    problems = []
-    if job.trainer.accelerator in ("gpu", "cuda") and visible == 0:
-        problems.append(f"trainer.accelerator={job.trainer.accelerator} but no CUDA device is visible")
-    index = job.eval.device.partition(":")[2]
-    if job.eval.tasks and job.eval.device.startswith("cuda") and int(index or 0) >= visible:
-        problems.append(f"eval.device={job.eval.device} but {visible} CUDA device(s) are visible")
-    return problems
-
-
-def launch_problems(job: JobConfig, multirun: bool) -> list[str]:
-    """Launches known to go wrong, refused before anything starts."""
-    many = job.trainer.devices == -1 or job.trainer.devices > 1 or job.trainer.num_nodes > 1
-    reexecuted = job.trainer.strategy in ("ddp", "fsdp", "auto")  # Lightning's auto on several devices is ddp
-    if multirun and reexecuted and many and "SLURM_JOB_ID" not in os.environ:
-        return [
-            f"trainer.strategy={job.trainer.strategy} with trainer.devices={job.trainer.devices}, "
-            f"trainer.num_nodes={job.trainer.num_nodes} re-executes the command line for ranks >= 1, so under a "
-            "local multirun each rank would start its own sweep: use trainer.strategy=ddp_spawn (trainer=ddp_spawn "
-            "or trainer=ddp_cpu), or hydra/launcher=slurm"
-        ]
-    return []

@@ -25,8 +25,6 @@ from ablations.records.atomic import atomic_write
 from ablations.records.errors import ConfigError
 
 CONFIG_FILE = "model_config.json"
-RUN_MODEL_DIR = "model"
-"""Where a training run exports its model (and tokenizer) inside its run dir."""
 WEIGHTS_FILE = "model.safetensors"
 DEFINING_FIELDS: tuple[str, ...] = tuple(
     name

@@ -16,14 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ablations.records.errors import RunDirLocked
-
-LOCK_FILE = ".lock"
+from ablations.records.run_dir import RunDir
 
 
 @contextmanager
 def run_dir_lock(run_dir: str | Path) -> Iterator[None]:
     """Hold the run dir's lock for the block; RunDirLocked (naming the holder) if another process holds it."""
-    path = Path(run_dir) / LOCK_FILE
+    path = RunDir(run_dir).lock
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -44,7 +43,7 @@ def run_dir_lock(run_dir: str | Path) -> Iterator[None]:
 def lock_holder(run_dir: str | Path) -> tuple[int, str] | None:
     """(pid, host) of the run dir's last lock holder, running or not; None when no lock file names one."""
     try:
-        text = (Path(run_dir) / LOCK_FILE).read_text()
+        text = RunDir(run_dir).lock.read_text()
     except OSError:
         return None
     match = re.fullmatch(r"pid (\d+) on host (\S+)\s*", text)

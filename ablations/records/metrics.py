@@ -12,7 +12,6 @@ from typing import Any
 
 from ablations.records.atomic import atomic_write_text
 
-METRICS_FILE = "metrics.jsonl"
 log = logging.getLogger(__name__)
 
 

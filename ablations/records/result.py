@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ablations.records.atomic import atomic_write_text
+from ablations.records.run_dir import RunDir
 from ablations.records.secrets import mask_secrets
 
 SCHEMA_VERSION = 1
-RESULT_FILE = "result.json"
 STATUSES = (
     "running",
     "complete",
@@ -53,13 +53,13 @@ def write_result(run_dir: str | Path, record: dict[str, Any]) -> Path:
     if record.get("status") not in STATUSES:
         raise ValueError(f"result status must be one of {STATUSES} (got {record.get('status')!r})")
     text = json.dumps(mask_secrets({"schema": SCHEMA_VERSION, **record}), indent=2, default=str) + "\n"
-    return atomic_write_text(Path(run_dir) / RESULT_FILE, text)
+    return atomic_write_text(RunDir(run_dir).record, text)
 
 
 def result_path(location: str | Path) -> Path:
     """The record file of a run dir, or `location` itself when it names a file."""
     path = Path(location)
-    return path / RESULT_FILE if path.is_dir() or path.suffix != ".json" else path
+    return RunDir(path).record if path.is_dir() or path.suffix != ".json" else path
 
 
 def read_result(location: str | Path) -> dict[str, Any] | None:

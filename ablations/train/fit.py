@@ -19,16 +19,15 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from ablations.data.datamodule import TokenDataModule
 from ablations.data.shards import open_split, read_manifest
 from ablations.model.architecture import MobileLLM
-from ablations.model.checkpoint import RUN_MODEL_DIR, CheckpointError, save_model_dir
+from ablations.model.checkpoint import CheckpointError, save_model_dir
 from ablations.records.atomic import atomic_write_text
-from ablations.records.metrics import METRICS_FILE, read_metrics
+from ablations.records.metrics import read_metrics
+from ablations.records.run_dir import RunDir
 from ablations.train.checkpoint_io import checkpoint_problem, newest_loadable
 from ablations.train.module import LitMobileLLM
-from ablations.train.trainer import CKPT_DIR, LAST_CKPT, PERIODIC_GLOB
 from ablations.train.validation import Validation, measure_validation, split_tokens
 
 DIST_CKPT_META = "meta.pt"  # Lightning's name for the non-tensor part of a distributed checkpoint
-VALIDATION_FILE = "validation.json"  # the final validation with its per-document sums (for the bootstrap)
 
 
 @dataclass
@@ -64,12 +63,11 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     directory, else the newest `step-*.ckpt`, a warning naming each corrupt one skipped), else start fresh;
     `last`: that checkpoint; null: fresh; anything else: a checkpoint path. An explicit checkpoint must
     exist (FileNotFoundError) and load as plain data (CheckpointError naming why)."""
-    ckpt_dir = run_dir / CKPT_DIR
-    last = ckpt_dir / LAST_CKPT
+    last = RunDir(run_dir).last_checkpoint
     if ckpt_path in (None, "null", "none"):
         return None
     if ckpt_path == "auto":
-        found = newest_loadable(last, list(ckpt_dir.glob(PERIODIC_GLOB)))
+        found = newest_loadable(last, RunDir(run_dir).periodic_checkpoints())
         return str(found) if found is not None else None
     path = last if ckpt_path == "last" else Path(ckpt_path)
     if not path.exists():
@@ -94,7 +92,7 @@ def full_model(module: LitMobileLLM) -> MobileLLM:
     """The trained model with whole weights on every rank (each rank evaluates a share of the docs): the
     module's own, or, when FSDP2 sharded it, a plain copy all-gathered from the shards onto this rank's
     device (a collective: every rank calls it)."""
-    if not getattr(module.model, "_fsdp_sharded", False):
+    if not module.sharded:
         return module.model
     state = get_model_state_dict(module.model, options=StateDictOptions(full_state_dict=True))
     with torch.device("meta"):
@@ -121,15 +119,14 @@ def fit(
     module: LitMobileLLM,
     datamodule: TokenDataModule,
     run_dir: Path,
-    ckpt_path: str | None,
+    resume_from: str | None,
     val_max_tokens: int | None,
 ) -> TrainResult:
-    """Train to the plan's last step (resuming per `ckpt_path`), measure the held-out split, export the model."""
+    """Train to the plan's last step (from the checkpoint `resume_from`, when given: see `resolve_ckpt_path`),
+    measure the held-out split, export the model."""
     started = time.perf_counter()
     # weights_only: a checkpoint is data, never code (torch < 2.6 would default to full unpickling)
-    trainer.fit(
-        module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(ckpt_path, run_dir), weights_only=True
-    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     model = full_model(module)
     assert datamodule.shard_dir is not None  # prepared before training, in this process too
     # read here: after `ddp_spawn` this process's datamodule was never set up (its workers were)
@@ -148,14 +145,14 @@ def fit(
     )
     if trainer.is_global_zero:
         # the loop counters live in the checkpoint: with spawned workers this process never trained
-        result.steps, result.tokens_seen = checkpoint_counters(run_dir / CKPT_DIR / LAST_CKPT)
-        result.metrics = summarize_metrics(read_metrics(run_dir / METRICS_FILE))
+        result.steps, result.tokens_seen = checkpoint_counters(RunDir(run_dir).last_checkpoint)
+        result.metrics = summarize_metrics(read_metrics(RunDir(run_dir).metrics))
         result.metrics["fit_seconds"] = time.perf_counter() - started  # this attempt: training + validation
-        save_model_dir(model, run_dir / RUN_MODEL_DIR, tokenizer=datamodule.tokenizer)
-        result.model_dir = RUN_MODEL_DIR
+        save_model_dir(model, RunDir(run_dir).model, tokenizer=datamodule.tokenizer)
+        result.model_dir = RunDir.MODEL
         if validation is not None:
             text = json.dumps({**validation.summary(), "per_document": validation.per_document})
-            atomic_write_text(run_dir / VALIDATION_FILE, text + "\n")
+            atomic_write_text(RunDir(run_dir).validation, text + "\n")
     return result
 
 

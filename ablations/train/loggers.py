@@ -11,7 +11,8 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from ablations.records.metrics import METRICS_FILE, append_metrics, rewind_metrics
+from ablations.records.metrics import append_metrics, rewind_metrics
+from ablations.records.run_dir import RunDir
 from ablations.records.secrets import mask_secrets
 from ablations.train.config import LoggerConfig
 
@@ -61,7 +62,7 @@ def build_loggers(
     job_config: dict[str, Any],
 ) -> list[Logger]:
     """metrics.jsonl plus the configured loggers; W&B gets the job config for filtering runs."""
-    loggers: list[Logger] = [JsonlLogger(run_dir / METRICS_FILE)]
+    loggers: list[Logger] = [JsonlLogger(RunDir(run_dir).metrics)]
     if cfg.csv is not None:
         loggers.append(CSVLogger(save_dir=str(run_dir), name=cfg.csv.name))
     if cfg.tensorboard is not None:

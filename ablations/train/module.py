@@ -55,6 +55,8 @@ class LitMobileLLM(L.LightningModule):
         if self.train_cfg.compile:
             self.model.compile()  # in place: state_dict keys stay model.<name>; self.log stays eager
         self.tokens_seen = 0
+        self.sharded = False
+        """Whether `configure_model` applied FSDP2 to the inner model (its parameters are then DTensor shards)."""
         self.grad_norm: Tensor | None = None
         """The last step's gradient norm, as returned by the clipping call (a device tensor: no sync)."""
         self._nonfinite: Tensor | None = None
@@ -62,11 +64,11 @@ class LitMobileLLM(L.LightningModule):
 
     def configure_model(self) -> None:
         """Under ModelParallelStrategy (trainer=fsdp): FSDP2 `fully_shard` per block and the root."""
-        if self._device_mesh is None or getattr(self.model, "_fsdp_sharded", False):
+        if self._device_mesh is None or self.sharded:
             return
         mesh = fsdp_mesh(self.device_mesh["data_parallel"], self.trainer_cfg.fsdp_replicate_groups)
         shard_model(self.model, mesh, self.trainer_cfg)
-        self.model._fsdp_sharded = True  # configure_model runs again for validate(): shard once
+        self.sharded = True  # Lightning calls configure_model again for each later stage: shard once
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         loss = lm_loss(self.model, batch, self.train_cfg.loss_chunk_tokens)

@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, Strategy
 
+from ablations.records.run_dir import RunDir
 from ablations.train.callbacks import (
     LastCheckpoint,
     MetricsRewind,
@@ -22,10 +23,6 @@ from ablations.train.callbacks import (
 from ablations.train.checkpoint_io import AtomicCheckpointIO
 from ablations.train.config import TrainConfig, TrainerConfig
 from ablations.train.plan import TrainPlan
-
-CKPT_DIR = "checkpoints"
-LAST_CKPT = "last.ckpt"
-PERIODIC_GLOB = "step-*.ckpt"
 
 
 def expected_world_size(cfg: TrainerConfig) -> int:
@@ -64,18 +61,18 @@ def build_trainer(
     extra_callbacks: dict[str, L.Callback],
 ) -> L.Trainer:
     """The Trainer for one job: `plan.steps` optimizer steps, checkpoints under `<run dir>/checkpoints/`."""
-    ckpt_dir = run_dir / CKPT_DIR
+    ckpt_dir = RunDir(run_dir).checkpoints
     throughput = ThroughputMonitor(flops_per_token, train_cfg.log_every_n_steps, train_cfg.peak_tflops)
     callbacks: dict[str, L.Callback] = {
         "metrics_rewind": MetricsRewind(),
         "throughput": throughput,
         "preemption": PreemptionSignals(),
-        "last": LastCheckpoint(ckpt_dir / LAST_CKPT),
+        "last": LastCheckpoint(RunDir(run_dir).last_checkpoint),
     }
     if train_cfg.ckpt_every_n_steps:
         callbacks["checkpoint"] = ModelCheckpoint(
             dirpath=ckpt_dir,
-            filename="step-{step:07d}",
+            filename="step-{step:07d}",  # RunDir.PERIODIC_CHECKPOINTS
             every_n_train_steps=train_cfg.ckpt_every_n_steps,
             save_last=False,  # LastCheckpoint writes the one last.ckpt (end of training, pre-emption)
             save_top_k=train_cfg.keep_checkpoints,

@@ -41,7 +41,8 @@ from ablations.model.budget import count_params, flops_per_token
 from ablations.records.atomic import atomic_write_text
 from ablations.records.errors import ConfigError
 from ablations.records.lock import gone_holder
-from ablations.records.result import RESULT_FILE, read_result, write_result
+from ablations.records.result import read_result, write_result
+from ablations.records.run_dir import RunDir
 from ablations.records.secrets import mask_text
 from ablations.search.config import STORAGE_ENV, TRIAL_RUN_DIR
 
@@ -310,7 +311,7 @@ def mark_killed(trial: optuna.trial.FrozenTrial, reason: str) -> None:
         return
     if record is not None and record.get("status") == "running":
         error = f"killed: {reason}; trial {trial.number} was failed when the search resumed"
-        path = Path(run_dir) / RESULT_FILE
+        path = RunDir(run_dir).record
         killed_at = path.stat().st_mtime_ns  # kept: the multirun summary counts only the jobs this sweep ran
         write_result(run_dir, {**record, "status": "failed", "error": error})
         os.utime(path, ns=(killed_at, killed_at))
