@@ -6,6 +6,10 @@ file and every command-line override against these dataclasses while composing: 
 (`train.lr=abc`) is refused before anything runs, naming the key. `job_config(cfg)` is the one conversion
 from a composed config to typed objects; each group's own rules (`__post_init__`) run there.
 
+One source per default: the dataclasses hold every default (ModelConfig's are MobileLLM-125M, TrainConfig's
+the paper's recipe), and a preset YAML states only what differs from them or from the preset it extends
+(tests/test_config.py checks it); `conf/config.yaml` holds only the defaults list and Hydra's settings.
+
 Torch-free: the CLIs compose and check configs without building anything.
 """
 
@@ -65,7 +69,8 @@ class JobConfig:
     name: str | None = None
     """The variant's name in records and loggers; None → its axes (`axis=value,…`) or the model preset."""
     sweep: str | None = None
-    """Set by sweep files: the W&B group and the record's `sweep`."""
+    """Set by sweep files: the W&B group and the record's `sweep`. `sweep` is also the config group of those
+    files, so the command line picks one with `+sweep=<name>` and cannot set this key."""
     axes: dict[str, Any] = field(default_factory=dict)
     """Set by sweeps: the axis values that define this variant (W&B tags, analysis columns)."""
     callbacks: dict[str, Any] = field(default_factory=dict)
