@@ -161,7 +161,7 @@ def test_a_refused_or_no_op_run_writes_nothing_into_the_run_dir(tmp_path: Path) 
 def search_args(tmp_path: Path, storage: str, *extra: str) -> list[str]:
     """A one-axis smoke search (as tests/test_search.py's) into `tmp_path/search`."""
     return [
-        "+search=budget_125m", "scale=smoke", "eval=none", f"hydra.sweep.dir={tmp_path / 'search'}",
+        "+search=budget", "scale=smoke", "eval=none", f"hydra.sweep.dir={tmp_path / 'search'}",
         "hydra.sweeper.enqueue_trials=[]", "hydra.sweeper.min_params=null", "hydra.sweeper.seed=0",
         "model.n_layers=1", "model.n_kv_heads=1", "tables.search.gqa_ratio=1", "model.ffn_type=swiglu",
         "model.ffn_multiplier=null", "model.share_embeddings=true", "model.sharing_scheme=none",

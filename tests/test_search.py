@@ -22,12 +22,12 @@ from ablations.records.result import read_result
 from tests.test_sweeps import run_multirun
 
 REPO = Path(__file__).resolve().parents[1]
-MAX_PARAMS = 1_000_000  # sweeps/search/budget_125m.yaml at scale=smoke
+MAX_PARAMS = 1_000_000  # sweeps/search/budget.yaml (125M) at scale=smoke
 
 
 def search(tmp_path: Path, storage: str | None, *extra: str) -> subprocess.CompletedProcess:
     args = [
-        "+search=budget_125m",
+        "+search=budget",
         "scale=smoke",
         "eval=none",
         "train.tokens=1024",

@@ -83,10 +83,10 @@ def variant_name(axes: Any) -> str:
 
 def variant_dir(axes: Any, job_num: Any, seed: Any) -> str:
     """`<variant name>/seed=<seed>` when the variant has axes (one folder per seed, so `seeds=N` runs N
-    records side by side), else the job number (ad-hoc multiruns)."""
+    records side by side; an Optuna trial, one run, passes no seed), else the job number (ad-hoc multiruns)."""
     if not (_plain(axes) or {}):
         return str(job_num)
-    return f"{variant_name(axes)}/seed={seed}"
+    return variant_name(axes) if seed is None else f"{variant_name(axes)}/seed={seed}"
 
 
 def table_row(table: str, key: str, _root_: DictConfig) -> Any:
