@@ -10,8 +10,9 @@ Packages by concern, each allowed to import only the ones listed before it (a te
 - `search`: solved widths, sweep directories and skips, the job side of an Optuna trial.
 - `job`: the typed job config (Hydra structured configs) and the job's stages.
 
-Command-line entry points (the top of the graph): `python -m ablations.budget`, `python -m
-ablations.evaluate`, `python -m ablations.eval_tasks`; `run.py` at the repository root runs one job.
+Command-line entry points (the top of the graph): `python -m ablations.budget`, `python -m ablations.prepare`,
+`python -m ablations.evaluate`, `python -m ablations.fetch_eval_data`; `run.py` at the repository root (or
+`mobilellm-run`, installed) runs one job.
 Light on import: nothing is imported until a module is.
 """
 

@@ -6,7 +6,7 @@ python -m ablations.budget model=mobilellm_350m train=paper_exploration trainer=
 python -m ablations.budget model=mobilellm_1.5b trainer=fsdp world_size=32 train.activation_checkpointing=full
 
 Every config key is run.py's (the training window is `train.seq_len`, null: the model's max_seq_len). Two
-options are the budget's own: `device=` names an entry of `ablations.train.memory.DEVICES` (default:
+options are the budget's own: `device=` names an entry of `ablations.train.memory_plan.DEVICES` (default:
 `train.device`, else h100_80gb); `world_size=` (a positive integer) overrides trainer.devices ×
 trainer.num_nodes (devices=-1 counts as 8 GPUs per node). Bad input exits 2, named.
 """
@@ -19,12 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ablations.job.config import JobConfig, compose_config, group_choice, job_config
-from ablations.model.budget import summary_rows
+from ablations.model.activations import ACTIVATION_CHECKPOINTING
 from ablations.model.config import ModelConfig
-from ablations.model.memory import ACTIVATION_CHECKPOINTING
+from ablations.model.counts import summary_rows
 from ablations.records.errors import ConfigError
 from ablations.records.secrets import cli_exit
-from ablations.train.memory import (
+from ablations.train.memory_plan import (
     CHECKPOINTING_ORDER,
     DEVICES,
     GIB,

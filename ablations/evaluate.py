@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ablations.eval.evaluation import evaluate_checkpoint
+from ablations.eval.scoring import evaluate_checkpoint
 from ablations.job.config import compose_config, job_config
 from ablations.model.checkpoint import CheckpointError
 from ablations.model.hf_interop import ConversionError

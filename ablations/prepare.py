@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from ablations.data.prepare import parse_part, prepare_locked, prepare_part
+from ablations.data.build import parse_part, prepare_locked, prepare_part
 from ablations.data.shards import read_manifest
 from ablations.data.tokenizer import load_tokenizer
 from ablations.job.config import compose_config, job_config

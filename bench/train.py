@@ -10,7 +10,7 @@
 
 GPU mode: MFU of mobilellm_125m and mobilellm_350m at seq 2048, bf16 autocast, the chunked loss, with and
 without torch.compile and activation checkpointing, and each run's peak memory beside the memory plan's
-(MFU = tokens/s · ablations.model.budget.flops_per_token / device peak; goal ≥ 45% on an H100 for 125M,
+(MFU = tokens/s · ablations.model.counts.flops_per_token / device peak; goal ≥ 45% on an H100 for 125M,
 ahead of litgpt). The litgpt reference is litgpt's own GPT of the same shape, compiled, with litgpt's
 chunked cross-entropy, as `litgpt pretrain` runs it; it is measured when litgpt is importable. Install it
 with `pip install --no-deps litgpt` (its pins, e.g. huggingface-hub<1.4, conflict with transformers 5; the
@@ -32,10 +32,10 @@ import torch.nn.functional as F
 
 from ablations.job.config import compose_config, job_config
 from ablations.model.architecture import MobileLLM
-from ablations.model.budget import flops_per_token
 from ablations.model.config import ModelConfig
+from ablations.model.counts import flops_per_token
 from ablations.train.loss import lm_loss
-from ablations.train.memory import GIB, largest_micro_batch, memory_plan
+from ablations.train.memory_plan import GIB, largest_micro_batch, memory_plan
 from ablations.train.perf import mfu, peak_tflops
 
 LOSS_CHUNK_TOKENS = 4096  # the training default (train.loss_chunk_tokens)

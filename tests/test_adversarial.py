@@ -23,7 +23,7 @@ import torch
 
 from ablations.eval.loading import load_for_eval
 from ablations.eval.sources import PACKAGED_DIR
-from ablations.eval_tasks import hub_tasks
+from ablations.fetch_eval_data import hub_tasks
 from ablations.job.config import compose_config
 from ablations.job.stages import run_job
 from ablations.model.architecture import MobileLLM

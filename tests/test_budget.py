@@ -9,8 +9,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ablations.job.config import compose_config, job_config
 from ablations.model.architecture import MobileLLM
-from ablations.model.budget import count_params, flops_per_token, solve_iso_params
 from ablations.model.config import ModelConfig
+from ablations.model.counts import count_params, flops_per_token, solve_iso_params
 from ablations.records.errors import ConfigError
 from tests.conftest import AXES, small_config
 from tests.test_model import reference_attention

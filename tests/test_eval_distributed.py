@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ablations.eval.config import EvalConfig
-from ablations.eval.evaluation import run_evaluation
+from ablations.eval.scoring import run_evaluation
 from tests.eval_fixtures import BENCHMARKS
 
 # odd limits: the ranks get unequal shares and lm-eval pads the shorter one

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ablations.eval.config import EvalConfig
-from ablations.eval.evaluation import run_evaluation
+from ablations.eval.scoring import run_evaluation
 from ablations.eval.sources import task_data_problems
 from ablations.eval.tasks import PAPER_ZERO_SHOT, TASKS, MissingTaskData, lm_eval_tasks_dir, task_yaml
 from ablations.job.config import compose_config, job_config

@@ -19,7 +19,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
 from ablations.data.shards import prepare_shards
-from ablations.eval.evaluation import evaluate_checkpoint
+from ablations.eval.scoring import evaluate_checkpoint
 from ablations.job.config import compose_config, job_config
 from ablations.job.stages import plan, prepare_data, run_job
 from ablations.model.architecture import MobileLLM

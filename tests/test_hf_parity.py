@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ablations.eval.config import EvalConfig
-from ablations.eval.evaluation import _task_metrics, run_lm_eval
+from ablations.eval.scoring import _task_metrics, run_lm_eval
 from ablations.eval.tasks import PAPER_ZERO_SHOT
 from tests.eval_fixtures import BENCHMARKS
 

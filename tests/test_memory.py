@@ -14,12 +14,12 @@ import torch.nn.functional as F
 
 from ablations.job.config import compose_config, job_config
 from ablations.job.stages import plan
+from ablations.model.activations import activation_bytes
 from ablations.model.architecture import MobileLLM
-from ablations.model.memory import activation_bytes
 from ablations.records.errors import ConfigError
 from ablations.train.config import TrainConfig
 from ablations.train.loss import chunked_linear_cross_entropy, lm_loss
-from ablations.train.memory import DEVICES, SAFETY_MARGIN, largest_micro_batch, memory_plan
+from ablations.train.memory_plan import DEVICES, SAFETY_MARGIN, largest_micro_batch, memory_plan
 from tests.conftest import AXES, REPO, small_config
 
 SHARING_AXES = {name: axis for name, axis in AXES.items() if "sharing" in name}
@@ -198,7 +198,7 @@ def test_budget_cli_prints_the_per_gpu_memory() -> None:
 
 
 def test_the_memory_plan_and_its_cli_stay_torch_free() -> None:
-    check = "import sys, ablations.budget, ablations.train.memory; assert 'torch' not in sys.modules"
+    check = "import sys, ablations.budget, ablations.train.memory_plan; assert 'torch' not in sys.modules"
     result = subprocess.run(
         [sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, timeout=120
     )

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ablations.data.build import parse_part, parts_dir, prepare_locked, prepare_part
 from ablations.data.config import DataConfig, TokenizerConfig
-from ablations.data.prepare import parse_part, parts_dir, prepare_locked, prepare_part
 from ablations.data.shards import MANIFEST, VERIFIED, prepare_shards, read_manifest
 from ablations.data.tokenizer import load_tokenizer
 from ablations.records.errors import DataError

@@ -21,8 +21,8 @@ from ablations.data.config import DataConfig
 from ablations.data.corpus import is_validation
 from ablations.data.epochs import check_validation_split
 from ablations.eval.config import EvalConfig
-from ablations.eval.evaluation import run_evaluation
 from ablations.eval.loading import load_for_eval
+from ablations.eval.scoring import run_evaluation
 from ablations.eval.sources import PACKAGED_DIR, task_data_problems, task_source, task_sources
 from ablations.eval.tasks import PAPER_ZERO_SHOT, TASKS
 from ablations.job.config import compose_config, job_config
@@ -166,7 +166,9 @@ def test_more_rows_than_the_packaged_sample_holds_are_refused_offline_naming_the
         "eval task 'arc_easy': no local copy (no eval.data_dir; the packaged sample"
     )
     assert "has 40 rows and eval.limit=100" in problems[0] and "allenai/ai2_arc" in problems[0]
-    assert "HF_HUB_OFFLINE" in problems[0] and "python -m ablations.eval_tasks DIR arc_easy" in problems[0]
+    assert (
+        "HF_HUB_OFFLINE" in problems[0] and "python -m ablations.fetch_eval_data DIR arc_easy" in problems[0]
+    )
     assert "eval.limit <= 40" in problems[0]
 
 
@@ -198,7 +200,7 @@ def test_a_truncated_task_file_is_refused_before_training_without_a_traceback(tm
     assert done.returncode == EXIT_CODES["config"], output[-3000:]
     lines = [line for line in output.splitlines() if f"{path}:" in line]
     assert lines and "eval task 'arc_easy'" in lines[0] and "not valid JSON" in lines[0]
-    assert f"python -m ablations.eval_tasks {data_dir} arc_easy" in lines[0]
+    assert f"python -m ablations.fetch_eval_data {data_dir} arc_easy" in lines[0]
     assert "Traceback" not in output
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.jsonl").exists()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ablations.job.config import compose_config, job_config
-from ablations.model.budget import count_params
+from ablations.model.counts import count_params
 from ablations.search.sweep import skip_reason
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,9 +20,9 @@ from typing import Any
 import lightning as L
 import torch
 
+from ablations.data.build import prepare_locked
 from ablations.data.config import DataConfig, TokenizerConfig
 from ablations.data.loader import TokenWindowLoader, WindowBatchDataset, WindowIndex
-from ablations.data.prepare import prepare_locked
 from ablations.data.shards import open_split, read_manifest
 from ablations.data.tokenizer import load_tokenizer
 

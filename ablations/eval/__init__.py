@@ -7,7 +7,7 @@
 - `loading`: checkpoint → (model, tokenizer): native dir, HF export, Lightning `.ckpt`.
 - `adapter`: the lm-eval model `mobilellm` (batched log-likelihoods, rolling, generate_until).
 - `wikitext`: WikiText-2 perplexity in the MobileLLM protocol.
-- `evaluation`: `run_evaluation` / `evaluate_checkpoint`, per-sample files, `eval_result.json`.
+- `scoring`: `run_evaluation` / `evaluate_checkpoint`, per-sample files, `eval_result.json`.
 
 May import: `ablations.records`, `ablations.model`. Not training code: a checkpoint is read as a file.
 """

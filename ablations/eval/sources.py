@@ -149,7 +149,7 @@ def local_problem(source: TaskSource) -> str | None:
             refill = (
                 "reinstall the package (its packaged sample is damaged)"
                 if source.origin == "packaged"
-                else f"delete it and fill it again with `python -m ablations.eval_tasks {source.root} "
+                else f"delete it and fill it again with `python -m ablations.fetch_eval_data {source.root} "
                 f"{data_task(source.task)}` on a machine with internet, or copy it again from its source"
             )
             return f"eval task {source.task!r}: {fault}: {refill}"
@@ -219,7 +219,7 @@ def hub_problem(source: TaskSource, num_fewshot: int) -> str | None:
             return (
                 f"eval task {task!r}: no local copy ({source.reason}), and the hub dataset {name} "
                 f"({config or 'default'}, split {split}): {offline} ({type(error).__name__}: {cause}). Fill "
-                f"a folder once on a machine with internet, `python -m ablations.eval_tasks DIR "
+                f"a folder once on a machine with internet, `python -m ablations.fetch_eval_data DIR "
                 f"{data_task(task)}`, and set eval.data_dir=DIR"
                 + (f", or set eval.limit <= {rows} (the packaged sample)" if rows else "")
             )

@@ -8,7 +8,7 @@ source (and the few-shot count), then load them with `TaskManager(include_path=.
 With a local folder, task `t` reads `<folder>/<t's folder>/<split>.jsonl` (Hugging Face column layout); a
 missing file raises `MissingTaskData` naming the task and the file. Which folder (`eval.data_dir`, the
 packaged sample) or the hub a task is read from is decided by `ablations.eval.sources`.
-`python -m ablations.eval_tasks DIR [task ...]` fills such a folder from the hub once (needs internet).
+`python -m ablations.fetch_eval_data DIR [task ...]` fills such a folder from the hub once (needs internet).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ class MissingTaskData(FileNotFoundError):
     def __init__(self, task: str, path: Path, data_dir: Path) -> None:
         super().__init__(
             f"eval task {task!r}: expected local data file {path} (eval.data_dir={data_dir}) but it does not "
-            f"exist. Fill it from the hub once with `python -m ablations.eval_tasks {data_dir} {task}` on a "
+            f"exist. Fill it from the hub once with `python -m ablations.fetch_eval_data {data_dir} {task}` on a "
             f"machine with internet, or drop the task from eval.tasks, or set eval.data_dir=null (the packaged "
             "sample or the hub)."
         )

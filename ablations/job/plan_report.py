@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ablations.job.config import JobConfig
-from ablations.train.memory import GIB
+from ablations.train.memory_plan import GIB
 from ablations.train.micro_batch import MemoryLayout
 from ablations.train.perf import peak_tflops
 from ablations.train.plan import TrainPlan

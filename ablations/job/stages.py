@@ -30,12 +30,12 @@ from ablations.data.datamodule import TokenDataModule, loader_workers
 from ablations.data.epochs import check_epochs, check_validation_split
 from ablations.data.shards import read_manifest
 from ablations.data.tokenizer import check_vocab_fits
-from ablations.eval.evaluation import run_evaluation
+from ablations.eval.scoring import run_evaluation
 from ablations.job.config import JobConfig, composed_config
 from ablations.job.hydra_dumps import take_run_dir
 from ablations.job.plan_report import print_plan
 from ablations.job.validate import validate
-from ablations.model.budget import count_params, flops_per_token
+from ablations.model.counts import count_params, flops_per_token
 from ablations.records.atomic import atomic_write_text
 from ablations.records.errors import ConfigError, DataError, DivergenceError, TrialPruned
 from ablations.records.lock import run_dir_lock

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ablations.model.activations import checkpointed_applications
 from ablations.model.axes import FFN_KINDS, NORMS
 from ablations.model.config import ModelConfig
-from ablations.model.memory import checkpointed_applications
 
 
 class Norm(nn.Module):

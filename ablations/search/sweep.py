@@ -1,7 +1,7 @@
 """What a declarative sweep needs beyond plain Hydra: solved widths, stable run dirs, skipped variants.
 
 - `solve_model(spec, model)`: the `solve` node of a job config fits the model to a parameter budget with
-  `ablations.model.budget.solve_iso_params`, so sweep files name a budget (or a reference shape) and never
+  `ablations.model.counts.solve_iso_params`, so sweep files name a budget (or a reference shape) and never
   a hand-typed width. The job config's typed conversion applies it, so every job, CLI and test sees it.
 - Resolvers (`register_resolvers`): `ablations.sweep_dir` and `ablations.variant_dir` give every variant of
   a named sweep a stable directory per seed (`multirun/<sweep>/<scale>/<axis=value,...>/seed=<n>`), so a
@@ -20,8 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ablations.model.budget import count_params, solve_iso_params
 from ablations.model.config import ModelConfig
+from ablations.model.counts import count_params, solve_iso_params
 from ablations.records.errors import ConfigError
 from ablations.search.config import SolveSpec
 
@@ -34,7 +34,7 @@ def solve_budget(spec: SolveSpec, template: ModelConfig) -> int:
 
 
 def solve_model(spec: SolveSpec, template: ModelConfig) -> ModelConfig:
-    """`template` fitted to the spec's budget (see `ablations.model.budget.solve_iso_params`)."""
+    """`template` fitted to the spec's budget (see `ablations.model.counts.solve_iso_params`)."""
     solved = solve_iso_params(solve_budget(spec, template), template, vary=spec.vary)  # type: ignore[arg-type]
     return dataclasses.replace(solved, **(spec.set_after or {}))
 

@@ -3,7 +3,7 @@
 - `config`: `TrainConfig` (recipe), `TrainerConfig` (devices, strategy), `LoggerConfig`. Torch-free.
 - `plan`: token budget → steps, global batch, peak LR; the LR schedule. Torch-free.
 - `perf`: the MFU formula and the device peak table. Torch-free.
-- `memory`: the per-GPU memory plan, the device memory table, the largest micro-batch that fits. Torch-free.
+- `memory_plan`: the per-GPU memory plan, the device memory table, the largest micro-batch that fits. Torch-free.
 - `micro_batch`: the memory layout gate: micro-batch and checkpointing (`auto` resolved) checked against the
   training device.
 - `loss`: the next-token loss, plain or chunked (the [tokens × vocab] fp32 logits never whole).

@@ -37,7 +37,7 @@ class MetricsRewind(L.Callback):
 class ThroughputMonitor(L.Callback):
     """Every `every_n_steps` optimizer steps: tokens seen, tokens/s, TFLOP/s, MFU and peak memory.
 
-    FLOPs come from `ablations.model.budget.flops_per_token` (the one MFU formula, see ablations.train.perf).
+    FLOPs come from `ablations.model.counts.flops_per_token` (the one MFU formula, see ablations.train.perf).
     """
 
     def __init__(

@@ -10,10 +10,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ablations.model.memory import ACTIVATION_CHECKPOINTING
+from ablations.model.activations import ACTIVATION_CHECKPOINTING
 from ablations.records.errors import ConfigError
 from ablations.records.secrets import mask_text
-from ablations.train.memory import DEVICES
+from ablations.train.memory_plan import DEVICES
 
 PAPER_GLOBAL_BATCH_TOKENS = 1024 * 2048  # 32 GPUs × 32 sequences × 2048 tokens, at which the peak LR is 2e-3
 STRATEGIES: tuple[str, ...] = ("auto", "ddp", "ddp_spawn", "fsdp")
@@ -34,13 +34,13 @@ class TrainConfig:
         32  # int | str: OmegaConf 2.3.1 fails to expand a Union field inside the job schema
     )
     """Sequences per device per forward pass, or `auto`: the largest that fits `device` by the memory plan
-    (`ablations.train.memory.largest_micro_batch`), resolved by the job's plan stage."""
+    (`ablations.train.memory_plan.largest_micro_batch`), resolved by the job's plan stage."""
     global_batch_size: int | None = None
     """Sequences per optimizer step over all devices; set, it fixes the step count and LR whatever the GPU
     count (accumulation = global / (micro × world), which must divide); null → micro × world × grad_accum_steps."""
     device: str | None = None
     """The device the memory plan is checked against (a layout that does not fit is refused) and sizes the
-    `auto` settings for, a key of `ablations.train.memory.DEVICES` (`h100_80gb`, `a100_40gb`, …); None → the
+    `auto` settings for, a key of `ablations.train.memory_plan.DEVICES` (`h100_80gb`, `a100_40gb`, …); None → the
     visible GPU of a GPU job (a CPU job is not checked)."""
     activation_checkpointing: str = "none"
     """Recompute block applications in backward instead of keeping their activations: `none`, `full` (every

@@ -1,7 +1,7 @@
 """A job's memory layout, resolved and checked against its training device before anything is built.
 
 `train.micro_batch_size=auto` and `train.activation_checkpointing=auto` are resolved from the memory plan
-(`ablations.train.memory`), and the layout (micro-batch × checkpointing, for the job's strategy, world size,
+(`ablations.train.memory_plan`), and the layout (micro-batch × checkpointing, for the job's strategy, world size,
 precision and loss chunking) must fit the target device: `train.device` (a `DEVICES` entry), else the visible
 GPU of a GPU job. A layout that does not fit is refused, naming what would fit. A CPU job without
 `train.device` has nothing to check; a GPU job planned where no GPU is visible (a login node, `plan_only`) is
@@ -18,7 +18,7 @@ import torch
 from ablations.model.config import ModelConfig
 from ablations.records.errors import ConfigError
 from ablations.train.config import TrainConfig, TrainerConfig
-from ablations.train.memory import (
+from ablations.train.memory_plan import (
     CHECKPOINTING_ORDER,
     GIB,
     SAFETY_MARGIN,

@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from sqlalchemy.exc import SQLAlchemyError
 
 from ablations.job.config import first_line, job_config
-from ablations.model.budget import count_params, flops_per_token
+from ablations.model.counts import count_params, flops_per_token
 from ablations.records.atomic import atomic_write_text
 from ablations.records.errors import ConfigError
 from ablations.records.lock import gone_holder

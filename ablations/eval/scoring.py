@@ -28,7 +28,7 @@ from ablations.eval.sources import TaskSource, task_data_problems, task_sources
 from ablations.eval.tasks import WIKITEXT_MOBILELLM, task_manager, write_task_configs
 from ablations.eval.wikitext import wikitext2_perplexity
 from ablations.model.architecture import MobileLLM
-from ablations.model.budget import count_params, flops_per_token
+from ablations.model.counts import count_params, flops_per_token
 from ablations.records.atomic import atomic_write_text, temp_sibling
 from ablations.records.errors import ConfigError
 from ablations.records.result import SCHEMA_VERSION, package_versions

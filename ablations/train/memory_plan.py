@@ -2,7 +2,7 @@
 
 Parts: parameters, gradients, AdamW's two states (sharded across the world under FSDP, whole on every rank
 under DDP, plus DDP's gradient buckets), the activations one micro-batch keeps for backward
-(`ablations.model.memory`), and the loss's logits at their peak. Our parameters are fp32 under `bf16-mixed`
+(`ablations.model.activations`), and the loss's logits at their peak. Our parameters are fp32 under `bf16-mixed`
 and `32-true` and the optimizer steps them in place, so there is no separate fp32 master copy; under
 `bf16-true` parameters, gradients and AdamW states are all bf16 (torch's AdamW keeps states in the
 parameters' dtype).
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ablations.model.budget import count_params
+from ablations.model.activations import activation_bytes, logits_peak_bytes_per_token
 from ablations.model.config import ModelConfig
-from ablations.model.memory import activation_bytes, logits_peak_bytes_per_token
+from ablations.model.counts import count_params
 from ablations.records.errors import ConfigError
 
 GIB = 1024**3

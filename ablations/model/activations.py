@@ -27,8 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ablations.model.axes import FFN_KINDS, NORMS
-from ablations.model.budget import count_params
 from ablations.model.config import ModelConfig
+from ablations.model.counts import count_params
 
 ACTIVATION_CHECKPOINTING: tuple[str, ...] = ("none", "full", "every_k")
 """`none`; `full`: every block application; `every_k`: every k-th application (the 0th, k-th, …)."""
@@ -65,7 +65,7 @@ def _ffn_bytes(cfg: ModelConfig, width: int) -> int:
     kind = FFN_KINDS[cfg.ffn_type]
     if kind.activation not in ACTIVATION_SAVES:
         raise KeyError(
-            f"ablations.model.memory.ACTIVATION_SAVES has no entry for activation {kind.activation!r}"
+            f"ablations.model.activations.ACTIVATION_SAVES has no entry for activation {kind.activation!r}"
         )
     # gated: the fused gate/up output (2h), act(gate) (h) and act(gate)·up = down's input (h);
     # ungated: the activation's output = down's input (h), and its input (h) if the activation needs it
