@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from ablations.eval.tasks import PAPER_ZERO_SHOT
-
 PAPER_VALUES = Path(__file__).with_name("paper_reference") / "paper_values.csv"
 
 
@@ -26,8 +24,3 @@ def paper_values(artefact: str | None = None) -> pd.DataFrame:
     if artefact is not None:
         frame = frame[frame["artefact"] == artefact]
     return frame.reset_index(drop=True).copy()
-
-
-def task_mean(row: pd.Series) -> float:
-    """Mean of a paper row's eight task columns (the paper's "Avg."); NaN unless all eight are given."""
-    return float(row[list(PAPER_ZERO_SHOT)].astype(float).mean(skipna=False))

@@ -16,17 +16,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ablations.eval.tasks import PAPER_ZERO_SHOT
 from analysis.artefacts import auto_select, embedding_row, roadmap_step, sharing_row
 from analysis.bootstrap import bootstrap_intervals, intervals_overlap, seed_interval
 from analysis.compare import comparison_table
 from analysis.figures import PANEL_SIZE_PX, depth_figure, heads_figure, write_figure
-from analysis.paper import paper_values, task_mean
+from analysis.paper import paper_values
 from analysis.records import load_records, records_frame
 from analysis.tables import generate, main, sweep_axes
 from analysis.variants import budget_label, summarize_variants
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "analysis"
 GOLDEN = FIXTURES / "golden"
+
+
+def task_mean(row: pd.Series) -> float:
+    """Mean of a paper row's eight task columns (the paper's "Avg."); NaN unless all eight are given."""
+    return float(row[list(PAPER_ZERO_SHOT)].astype(float).mean(skipna=False))
 
 
 def fixture_records(sweep: str) -> pd.DataFrame:
