@@ -92,7 +92,8 @@ def test_readmes_main_job_runs_offline_from_a_fresh_clone(tmp_path: Path) -> Non
     assert 0.0 <= scores["paper_avg"] <= 1.0 and scores["paper_avg_partial"] is False
 
 
-def test_a_non_editable_install_carries_the_packaged_sample(tmp_path: Path) -> None:
+def test_a_non_editable_install_runs_the_main_job_from_another_folder(tmp_path: Path) -> None:
+    """`pip install .` (a wheel: the package data, the Hydra tree, the sweeps) then `mobilellm-run` elsewhere."""
     pytest.importorskip("setuptools")  # the wheel is built from this environment's setuptools, offline
     clone = fresh_clone(tmp_path)
     built = python(
@@ -106,6 +107,28 @@ def test_a_non_editable_install_carries_the_packaged_sample(tmp_path: Path) -> N
         split = TASKS[task].splits[0]
         assert f"ablations/eval/benchmarks/{task}/{split}.jsonl" in names
     assert "ablations/eval/benchmarks/README.md" in names
+    assert "conf/config.yaml" in names and "conf/model/tiny.yaml" in names  # the Hydra tree travels too
+    assert "sweeps/sweep/ffn_type.yaml" in names
+
+    # installed, not editable, and run from a folder that is not the repo: the main job, shortened
+    site, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
+    installed = python("-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel))
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    elsewhere.mkdir()
+    env = offline_env(site)
+    where = python(
+        "-c", "import ablations, conf; print(ablations.__file__, conf.__file__)", cwd=elsewhere, env=env
+    )
+    assert where.stdout.count(str(site)) == 2, where.stdout  # the installed copy, not this checkout
+    job = subprocess.run(
+        [str(site / "bin" / "mobilellm-run"), *TINY, "eval=smoke", "eval.limit=2", "eval.tasks=[piqa]"],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
+    (record,) = (elsewhere / "outputs").glob("*/*/result.json")
+    saved = json.loads(record.read_text())
+    assert saved["status"] == "complete" and saved["eval"]["tasks"]["piqa"]["acc"] is not None
+    assert (record.parent / "run.log").is_file() and (record.parent / ".hydra" / "config.yaml").is_file()
 
 
 def test_the_packaged_sample_is_small_and_each_dataset_names_its_source_and_licence() -> None:
