@@ -18,6 +18,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from ablations.cli import exit_with_usage_if_asked
 from ablations.job.config import JobConfig, compose_config, group_choice, job_config
 from ablations.model.activations import ACTIVATION_CHECKPOINTING
 from ablations.model.config import ModelConfig
@@ -114,6 +115,7 @@ def positive_int(key: str, value: str) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     overrides = list(sys.argv[1:] if argv is None else argv)
+    exit_with_usage_if_asked(overrides, __doc__)
     device = pop_option(overrides, "device")
     world_size = pop_option(overrides, "world_size")
     try:

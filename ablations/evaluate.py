@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ablations.cli import exit_with_usage_if_asked
 from ablations.eval.scoring import evaluate_checkpoint
 from ablations.job.config import compose_config, job_config
 from ablations.model.checkpoint import CheckpointError
@@ -56,7 +57,9 @@ def print_results(section: dict[str, Any], title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    own, overrides = split_args(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    exit_with_usage_if_asked(args, __doc__)
+    own, overrides = split_args(args)
     try:
         if "ckpt" not in own:
             raise ConfigError("evaluate arguments", [f"ckpt=PATH is required; usage:\n{__doc__}"])

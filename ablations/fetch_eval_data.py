@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from ablations.cli import exit_with_usage_if_asked
 from ablations.eval.tasks import KNOWN_TASKS, TASKS, WIKITEXT_MOBILELLM, export_hub_data
 
 
@@ -22,6 +23,7 @@ def hub_tasks(names: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    exit_with_usage_if_asked(args, __doc__)
     if not args:
         raise SystemExit(
             "usage: python -m ablations.fetch_eval_data DATA_DIR [task ...]  (default: all tasks)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from ablations.cli import exit_with_usage_if_asked
 from ablations.data.build import parse_part, prepare_locked, prepare_part
 from ablations.data.shards import read_manifest
 from ablations.data.tokenizer import load_tokenizer
@@ -22,9 +23,10 @@ from ablations.records.secrets import cli_exit, install_log_masking
 
 
 def main(argv: list[str] | None = None) -> None:
+    overrides = list(sys.argv[1:] if argv is None else argv)
+    exit_with_usage_if_asked(overrides, __doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     install_log_masking()
-    overrides = list(sys.argv[1:] if argv is None else argv)
     part = None
     for item in [o for o in overrides if o.startswith("part=")]:
         part = item.split("=", 1)[1]
