@@ -41,6 +41,7 @@ CHOICES = {
     "winogrande": 2,
 }
 CHANCE = 100 * float(np.mean([1 / CHOICES[t] for t in PAPER_ZERO_SHOT]))
+MIN_SEEDS = 3  # a verdict needs the spread between seeds measured, not only between documents
 
 
 @dataclass(frozen=True)
@@ -379,6 +380,9 @@ def evaluate_claim(claim: Claim, runs: dict[str, dict[int, Run]], chance_ok: boo
         reference = runs[labels[-1]]
         ref_bpb = float(np.mean([r.record["train"]["val_bpb"] for r in reference.values()]))
         margin = claim.margin * ref_bpb if result.decided_by == "bpb" else 0.2
+    if len(seeds) < MIN_SEEDS:
+        result.reason = f"{len(seeds)} seed(s) so far: a verdict needs {MIN_SEEDS}"
+        return result
     result.verdict = verdict(contrast, sign, margin)  # type: ignore[arg-type]
     if result.verdict == "unresolved":
         result.seeds_to_resolve = seeds_to_resolve(contrast, sign, margin)  # type: ignore[arg-type]
@@ -584,7 +588,7 @@ def _scale_section(scale: str, findings: list[FindingResult]) -> list[str]:
         spent = compute_spent(f)
         lines.append(
             f"| {f.finding.number} | {f.finding.title} | {c.claim.text} | {_paper(c)} | {_ci(c.bpb, 4)} | {_ci(c.zero_shot, 1)} | "
-            f"{_verdict(c)}, by {_metric(c)} | {len(c.seeds)} | {spent['runs']} runs, {spent['hours']:.2f} h, {spent['pflop']:.3f} PFLOP |"
+            f"{_verdict(c)}, by {_metric(c)} | {len(c.seeds)} | {spent['runs']} run{'s' if spent['runs'] != 1 else ''}, {spent['hours']:.2f} h, {spent['pflop']:.3f} PFLOP |"
         )
     for f in findings:
         lines += ["", f"### {f.finding.number}. {f.finding.title}", "", *_variant_rows(f), ""]

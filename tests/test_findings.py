@@ -204,6 +204,21 @@ def test_the_report_gives_each_findings_verdict_from_bits_per_byte_at_chance(
     assert "**2 of 6 findings resolved**" in report and "| 1 | SwiGLU beats" in report
 
 
+def test_a_verdict_needs_three_seeds(tmp_path: Path) -> None:
+    from analysis.records import load_records
+
+    rng = np.random.default_rng(0)
+    for (sweep, axis), factor in list(EFFECTS.items())[:2]:  # the FFN pair, a clear effect, 2 seeds only
+        key, value = axis.split("=")
+        for seed in range(2):
+            write_run(tmp_path, sweep, {"budget": "125M", key: value}, seed, factor, rng)
+    claim = evaluate(load_records([tmp_path]))["proxy_cpu"][0].claims[0]
+    assert claim.bpb is not None and claim.bpb.high < 0  # the Δ is shown …
+    assert (
+        claim.verdict == "unresolved" and "2 seed(s) so far: a verdict needs 3" in claim.reason
+    )  # … not judged
+
+
 def test_the_report_regenerates_byte_for_byte(synthetic: Path, tmp_path: Path) -> None:
     main([str(synthetic), "--out", str(tmp_path / "a")])
     copy = tmp_path / "copy"

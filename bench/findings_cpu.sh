@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The findings at scale=proxy_cpu (docs/findings.md): the exact commands that made the committed records.
+#
+#   bash bench/findings_cpu.sh run a &   # two queues side by side, one thread each (about 5-8 hours on
+#   bash bench/findings_cpu.sh run b &   # 2 cores; a variant whose record is complete is skipped on re-run)
+#   bash bench/findings_cpu.sh collect   # copy the records into docs/findings/records, regenerate the report
+#
+# CORPUS (default ../shared/corpus/prose.jsonl: 4,706 documents of Python docs and Shakespeare, sha256
+# cadd99cc…) and RUNS (default multirun/, where the sweeps write) tune it. Each queue runs seed after seed,
+# so every finding has seed 0 before any has seed 1. The GQA finding's 16/4 model is the layer-sharing
+# sweep's unshared base (the same config), run once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CORPUS=${CORPUS:-../shared/corpus/prose.jsonl}
+RUNS=${RUNS:-multirun}
+SWEEPS=(lr ffn_type depth_width emb_share heads_kv layer_sharing)
+
+job() {  # one multirun at the proxy scale, single-threaded (two queues share 2 cores)
+  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python run.py -m "$@" \
+    scale=proxy_cpu data=local_files "data.paths=[$CORPUS]" "hydra.sweep.dir=$RUNS/\${sweep}/\${scale.name}"
+}
+
+case "${1:-}" in
+  run)
+    case "${2:-}" in
+      a)
+        job +sweep=lr axes.lr=2.0e-3,4.0e-3,8.0e-3  # the scale's LR (conf/scale/proxy_cpu.yaml)
+        for seed in 0 1 2; do
+          job +sweep=ffn_type seed="$seed" axes.ffn_type=relu,swiglu
+          job +sweep=depth_width seed="$seed" axes.budget=125M axes.n_layers=4,12,30
+          job +sweep=emb_share seed="$seed"
+        done
+        job +sweep=lr axes.lr=1.6e-2
+        ;;
+      b)
+        for seed in 0 1 2; do
+          job +sweep=heads_kv seed="$seed" axes.budget=125M axes.n_heads=16 axes.n_kv_heads=16
+          job +sweep=layer_sharing seed="$seed" axes.budget=125M \
+            axes.sharing_scheme=none,immediate,repeat_all_over axes.sharing_repeats=2
+          job +sweep=layer_sharing seed="$seed" axes.budget=125M axes.sharing_scheme=immediate axes.sharing_repeats=3
+        done
+        ;;
+      *) echo "usage: bash bench/findings_cpu.sh run a|b" >&2; exit 2 ;;
+    esac
+    ;;
+  collect)
+    # a complete record with what the analysis reads: result.json, metrics.jsonl, validation.json, per-row
+    # zero-shot outputs (no checkpoints, no model)
+    for sweep in "${SWEEPS[@]}"; do
+      for record in "$RUNS/$sweep"/proxy_cpu/*/seed=*/result.json; do
+        [ -f "$record" ] || continue
+        grep -q '"status": "complete"' "$record" || continue
+        run=$(dirname "$record")
+        dest=docs/findings/records/$sweep/$(basename "$(dirname "$run")")/$(basename "$run")
+        mkdir -p "$dest"
+        cp "$run"/result.json "$run"/metrics.jsonl "$run"/validation.json "$dest"/
+        cp -r "$run"/eval_samples "$dest"/
+      done
+    done
+    python -m analysis.findings docs/findings/records --out docs
+    ;;
+  *)
+    echo "usage: bash bench/findings_cpu.sh run a|b | collect" >&2
+    exit 2
+    ;;
+esac
