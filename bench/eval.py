@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ablations.eval.tasks import PAPER_ZERO_SHOT
+from ablations.records.run_dir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BENCHMARKS = REPO.parent / "shared" / "benchmarks"  # the full splits (the packaged ones hold 40 rows)
@@ -116,7 +117,7 @@ def main() -> None:
         for _ in range(args.repeats):  # interleaved: the machine may be shared with other jobs
             runs_ours.append(timed(ours, env))
             runs_hf.append(timed(theirs, env))
-        record = json.loads((work / "ours" / "eval_result.json").read_text())
+        record = json.loads(RunDir(work / "ours").eval_record.read_text())
         mine = {task: scores_of(m) for task, m in record["eval"]["tasks"].items()}
         ref = hf_scores(work / "hf_out")
 
