@@ -77,34 +77,27 @@ class Finding:
     claims: tuple[Claim, ...]
 
 
-def _v(label: str, sweep: str, **axes: Any) -> tuple[str, Variant]:
-    return label, Variant(label, ((sweep, tuple(sorted({"budget": "125M", **axes}.items()))),))
+def source(sweep: str, **axes: Any) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """A sweep and axis values (the 125M budget unless given) that pick a variant's records."""
+    return sweep, tuple(sorted({"budget": "125M", **axes}.items()))
 
 
-def _variants(*pairs: tuple[str, Variant]) -> tuple[Variant, ...]:
-    return tuple(v for _, v in pairs)
+def variant(label: str, sweep: str, **axes: Any) -> Variant:
+    return Variant(label, (source(sweep, **axes),))
 
 
-GQA_16_4 = (
-    Variant(  # the layer-sharing sweep's unshared base is this model (tests/test_findings.py checks it)
-        "16 heads / 4 kv",
-        (
-            ("heads_kv", (("budget", "125M"), ("n_heads", 16), ("n_kv_heads", 4))),
-            ("layer_sharing", (("budget", "125M"), ("sharing_repeats", 2), ("sharing_scheme", "none"))),
-        ),
-    )
-)
-UNSHARED = Variant(
-    "no sharing (1×)",
-    (("layer_sharing", (("budget", "125M"), ("sharing_repeats", 2), ("sharing_scheme", "none"))),),
-)
+# the GQA finding's 16/4 model is the layer-sharing sweep's unshared base (tests/test_findings.py checks it)
+UNSHARED = variant("no sharing (1×)", "layer_sharing", sharing_scheme="none", sharing_repeats=2)
+GQA_16_4 = Variant("16 heads / 4 kv", (source("heads_kv", n_heads=16, n_kv_heads=4), *UNSHARED.sources))
+IMMEDIATE_2 = variant("immediate ×2", "layer_sharing", sharing_scheme="immediate", sharing_repeats=2)
 
 FINDINGS: tuple[Finding, ...] = (
     Finding(
         1,
         "SwiGLU beats a vanilla ReLU FFN at equal parameters",
-        _variants(
-            _v("ReLU FFN", "ffn_type", ffn_type="relu"), _v("SwiGLU FFN", "ffn_type", ffn_type="swiglu")
+        (
+            variant("ReLU FFN", "ffn_type", ffn_type="relu"),
+            variant("SwiGLU FFN", "ffn_type", ffn_type="swiglu"),
         ),
         (
             Claim(
@@ -118,11 +111,7 @@ FINDINGS: tuple[Finding, ...] = (
     Finding(
         2,
         "Deep and thin (30 layers) beats shallow and wide at a fixed budget",
-        _variants(
-            _v("4 layers", "depth_width", n_layers=4),
-            _v("12 layers", "depth_width", n_layers=12),
-            _v("30 layers", "depth_width", n_layers=30),
-        ),
+        tuple(variant(f"{n} layers", "depth_width", n_layers=n) for n in (4, 12, 30)),
         (
             Claim(
                 "30 layers beat 12",
@@ -141,10 +130,10 @@ FINDINGS: tuple[Finding, ...] = (
     Finding(
         3,
         "Embedding sharing costs ≤ 0.2 points, and the parameters it frees buy depth",
-        _variants(
-            _v("untied, 30 layers", "emb_share", embedding="untied_30l"),
-            _v("tied, 30 layers", "emb_share", embedding="tied_30l"),
-            _v("tied, 32 layers", "emb_share", embedding="tied_32l"),
+        (
+            variant("untied, 30 layers", "emb_share", embedding="untied_30l"),
+            variant("tied, 30 layers", "emb_share", embedding="tied_30l"),
+            variant("tied, 32 layers", "emb_share", embedding="tied_32l"),
         ),
         (
             Claim(
@@ -171,12 +160,7 @@ FINDINGS: tuple[Finding, ...] = (
     Finding(
         4,
         "16 query heads with 4 kv-heads are on par with 16 / 16 at ~10% fewer parameters",
-        (
-            Variant(
-                "16 heads / 16 kv", (("heads_kv", (("budget", "125M"), ("n_heads", 16), ("n_kv_heads", 16))),)
-            ),
-            GQA_16_4,
-        ),
+        (variant("16 heads / 16 kv", "heads_kv", n_heads=16, n_kv_heads=16), GQA_16_4),
         (
             Claim(
                 "16/4 GQA on par with 16/16 (within 1% bpb / 0.2 points)",
@@ -192,23 +176,9 @@ FINDINGS: tuple[Finding, ...] = (
         "Layer sharing beats none at equal stored parameters; repeat-all-over ≥ immediate",
         (
             UNSHARED,
-            Variant(
-                "immediate ×2",
-                (
-                    (
-                        "layer_sharing",
-                        (("budget", "125M"), ("sharing_repeats", 2), ("sharing_scheme", "immediate")),
-                    ),
-                ),
-            ),
-            Variant(
-                "repeat-all-over ×2",
-                (
-                    (
-                        "layer_sharing",
-                        (("budget", "125M"), ("sharing_repeats", 2), ("sharing_scheme", "repeat_all_over")),
-                    ),
-                ),
+            IMMEDIATE_2,
+            variant(
+                "repeat-all-over ×2", "layer_sharing", sharing_scheme="repeat_all_over", sharing_repeats=2
             ),
         ),
         (
@@ -232,24 +202,8 @@ FINDINGS: tuple[Finding, ...] = (
         "The repeat count: 2× beats 1×, with diminishing returns beyond",
         (
             UNSHARED,
-            Variant(
-                "immediate ×2",
-                (
-                    (
-                        "layer_sharing",
-                        (("budget", "125M"), ("sharing_repeats", 2), ("sharing_scheme", "immediate")),
-                    ),
-                ),
-            ),
-            Variant(
-                "immediate ×3",
-                (
-                    (
-                        "layer_sharing",
-                        (("budget", "125M"), ("sharing_repeats", 3), ("sharing_scheme", "immediate")),
-                    ),
-                ),
-            ),
+            IMMEDIATE_2,
+            variant("immediate ×3", "layer_sharing", sharing_scheme="immediate", sharing_repeats=3),
         ),
         (
             Claim(
@@ -312,10 +266,10 @@ def load_run(record: dict[str, Any]) -> Run | None:
     return Run(record, np.asarray(per_doc["nats"], float), np.asarray(per_doc["bytes"], float), samples)
 
 
-def variant_runs(records: list[dict[str, Any]], variant: Variant) -> dict[int, Run]:
+def variant_runs(records: list[dict[str, Any]], wanted: Variant) -> dict[int, Run]:
     """Seed → run of a variant (the first source with a complete record for that seed)."""
     runs: dict[int, Run] = {}
-    for sweep, axes in variant.sources:
+    for sweep, axes in wanted.sources:
         for record in records:
             seed = record.get("seed")
             if seed in runs or not _matches(record, sweep, axes):
