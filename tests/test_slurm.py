@@ -76,13 +76,14 @@ def test_a_sweep_through_the_slurm_launcher_records_every_variant(
     ]  # fmt: skip
     done = subprocess.run(command, cwd=REPO, env=cluster.env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:] + cluster.logs()
-    records = {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/result.json")}
+    # a sweep's run dir is <axes>/seed=<n> (docs/sweeps.md)
+    records = {p.parent.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/seed=0/result.json")}
     assert set(records) == {
         "budget=125M,sharing_repeats=2,sharing_scheme=none",
         "budget=125M,sharing_repeats=2,sharing_scheme=immediate",
     }
     assert all(r["status"] == "complete" for r in records.values())
-    assert all(Path(r["run_dir"]).resolve().parent == sweep_dir.resolve() for r in records.values())
+    assert all(Path(r["run_dir"]).resolve().parent.parent == sweep_dir.resolve() for r in records.values())
 
 
 # what differs between two runs of the same job: the wall clock, throughput and the process's peak memory
