@@ -77,7 +77,9 @@ def test_a_sweep_through_the_slurm_launcher_records_every_variant(
     done = subprocess.run(command, cwd=REPO, env=cluster.env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:] + cluster.logs()
     # a sweep's run dir is <axes>/seed=<n> (docs/sweeps.md)
-    records = {p.parent.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/seed=0/result.json")}
+    records = {
+        p.parent.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/seed=0/result.json")
+    }
     assert set(records) == {
         "budget=125M,sharing_repeats=2,sharing_scheme=none",
         "budget=125M,sharing_repeats=2,sharing_scheme=immediate",
