@@ -86,10 +86,15 @@ def variant(label: str, sweep: str, **axes: Any) -> Variant:
     return Variant(label, (source(sweep, **axes),))
 
 
-# the GQA finding's 16/4 model is the layer-sharing sweep's unshared base (tests/test_findings.py checks it)
+# Variants that are one model in two sweeps, run once (tests/test_findings.py checks each pair builds the same
+# model): the GQA finding's 16/4 model is the layer-sharing sweep's unshared base; at the CPU proxy, the
+# 12-layer model of the depth sweep is the FFN sweep's SwiGLU model and the 30-layer one the embedding
+# sweep's untied model.
 UNSHARED = variant("no sharing (1×)", "layer_sharing", sharing_scheme="none", sharing_repeats=2)
 GQA_16_4 = Variant("16 heads / 4 kv", (source("heads_kv", n_heads=16, n_kv_heads=4), *UNSHARED.sources))
 IMMEDIATE_2 = variant("immediate ×2", "layer_sharing", sharing_scheme="immediate", sharing_repeats=2)
+FFN_SWIGLU, DEPTH_12 = source("ffn_type", ffn_type="swiglu"), source("depth_width", n_layers=12)
+EMB_UNTIED_30, DEPTH_30 = source("emb_share", embedding="untied_30l"), source("depth_width", n_layers=30)
 
 FINDINGS: tuple[Finding, ...] = (
     Finding(
@@ -97,7 +102,7 @@ FINDINGS: tuple[Finding, ...] = (
         "SwiGLU beats a vanilla ReLU FFN at equal parameters",
         (
             variant("ReLU FFN", "ffn_type", ffn_type="relu"),
-            variant("SwiGLU FFN", "ffn_type", ffn_type="swiglu"),
+            Variant("SwiGLU FFN", (FFN_SWIGLU, DEPTH_12)),
         ),
         (
             Claim(
@@ -111,7 +116,11 @@ FINDINGS: tuple[Finding, ...] = (
     Finding(
         2,
         "Deep and thin (30 layers) beats shallow and wide at a fixed budget",
-        tuple(variant(f"{n} layers", "depth_width", n_layers=n) for n in (4, 12, 30)),
+        (
+            variant("4 layers", "depth_width", n_layers=4),
+            Variant("12 layers", (DEPTH_12, FFN_SWIGLU)),
+            Variant("30 layers", (DEPTH_30, EMB_UNTIED_30)),
+        ),
         (
             Claim(
                 "30 layers beat 12",
@@ -131,7 +140,7 @@ FINDINGS: tuple[Finding, ...] = (
         3,
         "Embedding sharing costs ≤ 0.2 points, and the parameters it frees buy depth",
         (
-            variant("untied, 30 layers", "emb_share", embedding="untied_30l"),
+            Variant("untied, 30 layers", (EMB_UNTIED_30, DEPTH_30)),
             variant("tied, 30 layers", "emb_share", embedding="tied_30l"),
             variant("tied, 32 layers", "emb_share", embedding="tied_32l"),
         ),
@@ -267,16 +276,23 @@ def load_run(record: dict[str, Any]) -> Run | None:
 
 
 def variant_runs(records: list[dict[str, Any]], wanted: Variant) -> dict[int, Run]:
-    """Seed → run of a variant (the first source with a complete record for that seed)."""
+    """Seed → run of a variant (the first source with a complete record for that seed). A variant is one
+    model under several seeds: a record whose model differs from the first run's is not taken (a source
+    that builds the same model at one scale may build another at the next)."""
     runs: dict[int, Run] = {}
+    model: Any = None
     for sweep, axes in wanted.sources:
         for record in records:
             seed = record.get("seed")
             if seed in runs or not _matches(record, sweep, axes):
                 continue
+            held = (record.get("config") or {}).get("model")
+            if runs and held != model:
+                continue
             run = load_run(record)
             if run is not None:
                 runs[int(seed)] = run
+                model = held
     return dict(sorted(runs.items()))
 
 

@@ -13,7 +13,16 @@ import numpy as np
 import pytest
 
 from ablations.job.config import compose_config, job_config
-from analysis.findings import FINDINGS, Contrast, evaluate, main, paper_delta, seeds_to_resolve, verdict
+from analysis.findings import (
+    FINDINGS,
+    Contrast,
+    evaluate,
+    main,
+    paper_delta,
+    seeds_to_resolve,
+    variant_runs,
+    verdict,
+)
 from analysis.paired import accuracy_contrast, bpb_contrast
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,6 +110,27 @@ def test_the_gqa_finding_reuses_the_layer_sharing_base_because_it_is_the_same_mo
     assert heads_kv == unshared
 
 
+def test_at_the_cpu_proxy_the_depth_findings_models_are_the_ffn_and_embedding_sweeps_models() -> None:
+    def model(*overrides: str):
+        return job_config(compose_config(["scale=proxy_cpu", "axes.budget=125M", *overrides])).model
+
+    assert model("+sweep=depth_width", "axes.n_layers=12") == model("+sweep=ffn_type", "axes.ffn_type=swiglu")
+    assert model("+sweep=depth_width", "axes.n_layers=30") == model(
+        "+sweep=emb_share", "axes.embedding=untied_30l"
+    )
+
+
+def test_a_variant_takes_a_second_sweeps_record_only_when_it_is_the_same_model(tmp_path: Path) -> None:
+    from analysis.records import load_records
+
+    rng = np.random.default_rng(0)
+    write_run(tmp_path, "depth_width", {"budget": "125M", "n_layers": 12}, 0, 1.0, rng, {"dim": 96})
+    write_run(tmp_path, "ffn_type", {"budget": "125M", "ffn_type": "swiglu"}, 1, 1.0, rng, {"dim": 96})
+    write_run(tmp_path, "ffn_type", {"budget": "125M", "ffn_type": "swiglu"}, 2, 1.0, rng, {"dim": 128})
+    twelve = next(v for v in FINDINGS[1].variants if v.label == "12 layers")
+    assert sorted(variant_runs(load_records([tmp_path]), twelve)) == [0, 1]  # seed 2 is another model
+
+
 # ---------------------------------------------------------------------------------- synthetic records
 
 EFFECTS = {  # relative bpb of each variant (per finding's sweep/axes): the verdicts the report must give
@@ -112,7 +142,15 @@ EFFECTS = {  # relative bpb of each variant (per finding's sweep/axes): the verd
 }
 
 
-def write_run(root: Path, sweep: str, axes: dict, seed: int, factor: float, rng: np.random.Generator) -> None:
+def write_run(
+    root: Path,
+    sweep: str,
+    axes: dict,
+    seed: int,
+    factor: float,
+    rng: np.random.Generator,
+    model: dict | None = None,
+) -> None:
     name = ",".join(f"{k}={v}" for k, v in sorted(axes.items()))
     run = root / sweep / name / f"seed={seed}"
     (run / "eval_samples").mkdir(parents=True)
@@ -146,7 +184,7 @@ def write_run(root: Path, sweep: str, axes: dict, seed: int, factor: float, rng:
         "sweep": sweep,
         "axes": axes,
         "seed": seed,
-        "config": {"scale": {"name": "proxy_cpu"}, "eval": {"limit": 20}},
+        "config": {"scale": {"name": "proxy_cpu"}, "eval": {"limit": 20}, "model": model or {}},
         "params": {"total": 2_000_000},
         "flops_per_token": 1_000_000,
         "tokens_seen": 1_228_800,
