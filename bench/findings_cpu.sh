@@ -7,8 +7,11 @@
 #
 # CORPUS (default ../shared/corpus/prose.jsonl: 4,706 documents of Python docs and Shakespeare, sha256
 # cadd99cc…) and RUNS (default multirun/, where the sweeps write) tune it. Each queue runs seed after seed,
-# so every finding has seed 0 before any has seed 1. The GQA finding's 16/4 model is the layer-sharing
-# sweep's unshared base (the same config), run once.
+# so every finding has seed 0 before any has seed 1. A model two findings share is run once: the GQA
+# finding's 16/4 model is the layer-sharing sweep's unshared base, and at this scale the depth finding's 12-
+# and 30-layer models are the FFN sweep's SwiGLU model and the embedding sweep's untied one (the committed
+# seed-0 records also hold the depth sweep's 12-layer and the embedding sweep's untied runs, identical, from an
+# earlier queue).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS=${CORPUS:-../shared/corpus/prose.jsonl}
@@ -26,18 +29,28 @@ case "${1:-}" in
       a)
         job +sweep=lr axes.lr=2.0e-3,4.0e-3,8.0e-3  # the scale's LR (conf/scale/proxy_cpu.yaml)
         for seed in 0 1 2; do
-          job +sweep=ffn_type seed="$seed" axes.ffn_type=relu,swiglu
-          job +sweep=depth_width seed="$seed" axes.budget=125M axes.n_layers=4,12,30
-          job +sweep=emb_share seed="$seed"
+          job +sweep=ffn_type seed="$seed" axes.ffn_type=swiglu,relu
+          job +sweep=depth_width seed="$seed" axes.budget=125M axes.n_layers=30
         done
-        job +sweep=lr axes.lr=1.6e-2
+        for seed in 0 1 2; do
+          job +sweep=depth_width seed="$seed" axes.budget=125M axes.n_layers=4
+          job +sweep=emb_share seed="$seed" axes.embedding=tied_30l,tied_32l
+        done
         ;;
       b)
         for seed in 0 1 2; do
-          job +sweep=heads_kv seed="$seed" axes.budget=125M axes.n_heads=16 axes.n_kv_heads=16
-          job +sweep=layer_sharing seed="$seed" axes.budget=125M \
-            axes.sharing_scheme=none,immediate,repeat_all_over axes.sharing_repeats=2
+          job +sweep=layer_sharing seed="$seed" axes.budget=125M axes.sharing_scheme=none,immediate \
+            axes.sharing_repeats=2
+        done
+        for seed in 0 1 2; do
           job +sweep=layer_sharing seed="$seed" axes.budget=125M axes.sharing_scheme=immediate axes.sharing_repeats=3
+        done
+        for seed in 0 1 2; do
+          job +sweep=layer_sharing seed="$seed" axes.budget=125M axes.sharing_scheme=repeat_all_over \
+            axes.sharing_repeats=2
+        done
+        for seed in 0 1 2; do
+          job +sweep=heads_kv seed="$seed" axes.budget=125M axes.n_heads=16 axes.n_kv_heads=16
         done
         ;;
       *) echo "usage: bash bench/findings_cpu.sh run a|b" >&2; exit 2 ;;
