@@ -9,7 +9,9 @@
       validation.json    the final validation and its per-document sums
       eval_result.json   the evaluation record (`python -m ablations.evaluate`; a job puts it in result.json)
       eval_samples/      per-row outputs of each scored task
-      device.json        the on-device measurement of the exported program
+      device/            the on-device measurement (`python -m ablations.device`, a job's device stage):
+        program.pte      the ExecuTorch program the model was exported to
+        device.json      its measurement (a job puts it in result.json's `device`)
       run.log, .hydra/   the job's log and its Hydra config dumps
       .lock              who holds the run dir (`ablations.records.lock`)
 
@@ -35,7 +37,9 @@ class RunDir:
     VALIDATION: ClassVar[str] = "validation.json"
     EVAL_RECORD: ClassVar[str] = "eval_result.json"
     EVAL_SAMPLES: ClassVar[str] = "eval_samples"
-    DEVICE: ClassVar[str] = "device.json"
+    DEVICE: ClassVar[str] = "device"
+    DEVICE_PROGRAM: ClassVar[str] = "program.pte"
+    DEVICE_RECORD: ClassVar[str] = "device.json"
     LOG: ClassVar[str] = "run.log"
     HYDRA: ClassVar[str] = ".hydra"
     LOCK: ClassVar[str] = ".lock"
@@ -94,6 +98,14 @@ class RunDir:
     @property
     def device(self) -> Path:
         return self.path / self.DEVICE
+
+    @property
+    def device_program(self) -> Path:
+        return self.device / self.DEVICE_PROGRAM
+
+    @property
+    def device_record(self) -> Path:
+        return self.device / self.DEVICE_RECORD
 
     @property
     def log(self) -> Path:
