@@ -28,6 +28,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ablations.data.config import DataConfig, TokenizerConfig
+from ablations.device.config import DeviceConfig
 from ablations.eval.config import EvalConfig
 from ablations.model.config import ModelConfig
 from ablations.records.errors import ConfigError
@@ -61,6 +62,8 @@ class JobConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = MISSING
     scale: ScaleConfig = field(default_factory=ScaleConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    """The optional on-device stage after evaluation (`device.enabled=true`): ExecuTorch export and timing."""
     seed: int = 0
     """Seeds the model init, the data order and every RNG."""
     seeds: int = 1

@@ -3,8 +3,8 @@
 A resumed run continues a checkpoint: its model, data, tokenizer, recipe and seed must be the ones the
 checkpoint was trained with, or the record would describe a run that never happened (a changed LR is not
 applied to a restored schedule; a changed shape fails deep inside the state-dict load). Operational keys
-(evaluation, logging, hardware, checkpoint and validation cadence) may change freely; others only when
-listed in `resume_allow_changes`.
+(evaluation, the device stage, logging, hardware, checkpoint and validation cadence) may change freely;
+others only when listed in `resume_allow_changes`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ablations.model.config import ModelConfig
 # key prefixes a resumed run may always change
 OPERATIONAL: tuple[str, ...] = (
     "eval.",
+    "device.",
     "logger.",
     "trainer.",
     "callbacks",

@@ -1,4 +1,4 @@
-"""One job = validate → plan → data → model → train → evaluate → record, one function each.
+"""One job = validate → plan → data → model → train → evaluate → device → record, one function each.
 
 Every rule is checked before data or a model is built; the result record is written at the start
 (`running`) and rewritten atomically at the end (`complete`, `failed`, `diverged`, `interrupted` or
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -28,8 +29,9 @@ from omegaconf import DictConfig
 
 from ablations.data.datamodule import TokenDataModule, loader_workers
 from ablations.data.epochs import check_epochs, check_validation_split
-from ablations.data.shards import read_manifest
+from ablations.data.shards import open_split, read_manifest
 from ablations.data.tokenizer import check_vocab_fits
+from ablations.device.config import DeviceConfig
 from ablations.eval.scoring import run_evaluation
 from ablations.job.config import JobConfig, composed_config
 from ablations.job.hydra_dumps import take_run_dir
@@ -50,7 +52,7 @@ from ablations.train.module import LitMobileLLM
 from ablations.train.plan import TrainPlan, plan_training
 from ablations.train.signals import PREEMPTION
 from ablations.train.trainer import build_trainer, expected_world_size
-from ablations.train.validation import Validation
+from ablations.train.validation import Validation, split_tokens
 
 log = logging.getLogger(__name__)
 RECORDED_PARAMS = ("total", "embedding", "output", "non_embedding", "applied")
@@ -184,6 +186,31 @@ def evaluate(job: JobConfig, trained: TrainResult, run_dir: Path) -> dict[str, A
     )
 
 
+def measure_on_device(
+    job: JobConfig, trained: TrainResult, datamodule: TokenDataModule, run_dir: Path
+) -> dict[str, Any] | None:
+    """The trained model exported to an ExecuTorch program and measured in `<run dir>/device/` (the record's
+    `device` block; None unless `device.enabled`, and on ranks other than 0). A quantized program's val-loss
+    change is measured on the start of the run's validation split."""
+    if not job.device.enabled or not trained.is_global_zero:
+        return None
+    from ablations.device.measure import measure  # executorch and torchao: only when the stage runs
+
+    tokens = validation_tokens(datamodule, job.device)
+    return measure(trained.model, job.device, RunDir(run_dir).device, tokens)
+
+
+def validation_tokens(datamodule: TokenDataModule, device: DeviceConfig) -> torch.Tensor | None:
+    """The first `val_windows` program-length windows of the validation split, for a quantized program's
+    val-loss change (None for an fp32 program or without a validation split)."""
+    assert datamodule.shard_dir is not None  # prepared before training, in this process too
+    manifest = read_manifest(datamodule.shard_dir, verify_hashes=False)
+    if device.quant == "none" or manifest["splits"]["val"]["tokens"] < 2:
+        return None
+    shards = open_split(datamodule.shard_dir, manifest, "val")
+    return torch.from_numpy(split_tokens(shards, device.val_windows * device.max_seq_len))
+
+
 def record(run_dir: Path, values: dict[str, Any]) -> None:
     """Write the result record (global-zero rank only: one writer per run dir)."""
     if rank_zero_only.rank == 0:
@@ -239,7 +266,7 @@ def run_locked_job(
 def run_stages(
     job: JobConfig, resume_from: str | None, run_dir: Path, identity: dict[str, Any]
 ) -> dict[str, Any]:
-    """plan → data → model → train → evaluate → record, recording the outcome whatever happens."""
+    """plan → data → model → train → evaluate → device → record, recording the outcome whatever happens."""
     job_plan = plan(job, resume_from)
     if job.plan_only:  # a dry run: nothing built, nothing recorded
         print_plan(job, job_plan.train, job_plan.params, job_plan.flops_per_token, job_plan.memory)
@@ -253,6 +280,7 @@ def run_stages(
         if trained.is_global_zero:
             values.update(trained_fields(trained, job_plan))
         values["eval"] = evaluate(job, trained, run_dir)  # every rank scores a share; rank 0 gathers
+        values["device"] = measure_on_device(job, trained, datamodule, run_dir)
         values["status"] = "complete"
     except BaseException as error:
         values["status"] = status_of(error)
@@ -291,6 +319,7 @@ def start_record(
         "data": None,
         "epochs": None,
         "eval": None,
+        "device": None,
         "versions": package_versions(),
         "error": None,
         "started": (previous or {}).get("started") or datetime.now(timezone.utc).isoformat(),

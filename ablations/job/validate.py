@@ -1,6 +1,7 @@
 """The rules that refuse a job before anything is built: its config (typed, every group's own rules), how it
-is launched, its callbacks, the devices and evaluation data it names, and the checkpoint it resumes from with
-what may change on the way. `validate` lists every broken rule in one ConfigError.
+is launched, its callbacks, the devices and evaluation data it names, the device stage's extra, and the
+checkpoint it resumes from with what may change on the way. `validate` lists every broken rule in one
+ConfigError.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
+from ablations.device.config import missing_dependency
 from ablations.eval.sources import task_data_problems
 from ablations.job.config import JobConfig, first_line, job_config
 from ablations.job.resume import changed_keys, shape_changes, unknown_allowances
@@ -33,7 +35,7 @@ def validate(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> tuple[Jo
     job = job_config(cfg)
     problems = launch_problems(job, multirun) + callback_problems(job.callbacks)
     if not job.plan_only:  # a plan is made anywhere (a login node); a run needs the devices and data it names
-        problems += device_problems(job)
+        problems += device_problems(job) + device_stage_problems(job)
         problems += task_data_problems(
             job.eval.tasks, job.eval.data_dir, job.eval.limit, job.eval.num_fewshot
         )
@@ -113,6 +115,12 @@ def device_problems(job: JobConfig) -> list[str]:
     if job.eval.tasks and job.eval.device.startswith("cuda") and int(index or 0) >= visible:
         problems.append(f"eval.device={job.eval.device} but {visible} CUDA device(s) are visible")
     return problems
+
+
+def device_stage_problems(job: JobConfig) -> list[str]:
+    """The device stage needs the `device` extra: refused before training, not after it."""
+    missing = missing_dependency() if job.device.enabled else None
+    return [f"device.enabled=true but {missing}"] if missing else []
 
 
 def resume_problems(
