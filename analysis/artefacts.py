@@ -12,6 +12,7 @@ Each artefact maps the variants of one budget (see `analysis.variants.budget_lab
 | `roadmap` | Fig. 3 / Table 10, cumulative steps | `axes/roadmap_step` if set, else the config (see `roadmap_step`) | `baseline` |
 | `fig4` | Fig. 4, accuracy vs depth | `model/n_layers` = N → `lN` (x-axis `model/n_layers`, one panel per budget) | none |
 | `fig5` | Fig. 5, heads × kv-heads | no paper values (not recovered); x `model/n_kv_heads`, one line per `model/n_heads` | none |
+| `table7` | Table 7, on-device load, init and execute time | `axes/table7_model` if set, else a shared model → `mobilellm_ls`; unshared at the shallowest unshared depth → `mobilellm`; unshared and deeper → `unshared_60l` | `mobilellm` |
 
 `axes` lists the sweep axes that make `python -m analysis.tables` pick the artefact automatically.
 """
@@ -98,6 +99,20 @@ def depth_row(variants: pd.DataFrame) -> pd.Series:
     return _column(variants, "model/n_layers", None).map(lambda n: f"l{int(n)}" if pd.notna(n) else None)
 
 
+def latency_row(variants: pd.DataFrame) -> pd.Series:
+    """Table 7 rows: `axes/table7_model` where given; else layer sharing → `mobilellm_ls`, an unshared model
+    at the shallowest unshared depth → `mobilellm`, a deeper unshared one → `unshared_60l` (twice the
+    depth in the paper; relative, so scaled sweeps map)."""
+    shared = sharing_row(variants) != "none"
+    layers = _column(variants, "model/n_layers", 0)
+    reference_depth = layers[~shared].min() if (~shared).any() else None
+    keys = pd.Series("mobilellm_ls", index=variants.index, dtype=object)
+    keys[~shared & (layers == reference_depth)] = "mobilellm"
+    keys[~shared & (layers != reference_depth)] = "unshared_60l"
+    explicit = _column(variants, "axes/table7_model", None)
+    return explicit.where(explicit.notna(), keys)
+
+
 def no_row(variants: pd.DataFrame) -> pd.Series:
     return pd.Series(None, index=variants.index, dtype=object)
 
@@ -120,6 +135,8 @@ class Artefact:
     """Add step-to-step Δ columns (the roadmap)."""
     by_depth: bool = False
     """Order rows by layer count within a budget, ours and the paper's interleaved (Figure 4)."""
+    latency: bool = False
+    """A table of on-device measurements relative to the baseline (`analysis.latency`), not of accuracies."""
 
 
 ARTEFACTS: dict[str, Artefact] = {
@@ -159,6 +176,14 @@ ARTEFACTS: dict[str, Artefact] = {
             None,
             ("n_heads", "n_kv_heads"),
             figure=True,
+        ),
+        Artefact(
+            "table7",
+            "Table 7: on-device load, init and execute time relative to MobileLLM-125M",
+            latency_row,
+            "mobilellm",
+            ("table7_model",),
+            latency=True,
         ),
     )
 }

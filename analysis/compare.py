@@ -4,6 +4,8 @@
 - `budget`, `row` (paper row key or empty), `label` (paper row name, else the variant), `variant`,
   `status` (`not run` for a paper row no variant maps to), `note`, `seeds`, `ci_source`, `params_m`
 - `val bpb`, `val bpb low/high`: validation bits per byte (mean over seeds, 95% interval)
+- `decode ms`, `decode tok/s`, `pte bytes`: on-device latency and program size (`analysis.latency`), only
+  where the records have a `device` block
 - `<TASK LABEL>` and `<TASK LABEL> low/high` (percent), `Avg`, `Avg low`, `Avg high`
 - `paper Avg`, `Δ Avg` (ours − paper), `paper <TASK LABEL>` where the paper gives per-task values
 - `baseline` (the row other rows are compared with), `overlaps baseline` (its 95% interval overlaps the
@@ -22,6 +24,12 @@ from analysis.artefacts import ARTEFACTS, Artefact
 from analysis.bootstrap import intervals_overlap
 from analysis.paper import paper_values
 from analysis.records import TASK_LABELS
+
+DEVICE_CELLS = {  # table column → variants column, where the sweep ran with device.enabled=true
+    "decode ms": "device/decode_ms",
+    "decode tok/s": "device/decode_tok_s",
+    "pte bytes": "device/pte_bytes",
+}
 
 
 def _our_row(variant: pd.Series, key: str | None, paper: pd.Series | None) -> dict[str, object]:
@@ -47,6 +55,7 @@ def _our_row(variant: pd.Series, key: str | None, paper: pd.Series | None) -> di
         variant.get("val_bpb_low", math.nan),
         variant.get("val_bpb_high", math.nan),
     )
+    row.update({column: variant[source] for column, source in DEVICE_CELLS.items() if source in variant})
     row["Avg"], row["Avg low"], row["Avg high"] = (
         variant["avg"],
         variant.get("avg_low"),

@@ -8,6 +8,8 @@ Column names (one row per record):
 - `result/train/<field>`: what training reported (`final_loss`, `val_loss`, `steps`, `tokens_per_s`, `mfu`)
 - `result/eval/<task>/<metric>`: per-task metrics and stderr (`acc`, `acc_stderr`, `acc_norm`, …)
 - `result/eval/paper_avg`, `result/eval/paper_avg_metric/<task>`, `result/eval/samples_dir`
+- `result/device/<field>`: the on-device measurement of a job run with `device.enabled=true` (`load_ms`,
+  `init_ms`, `decode_ms`, `decode_tok_s`, `pte_bytes`, …: see docs/device.md); absent for a job without one
 
 A record that failed, diverged or is still running keeps its row (its metric columns are empty), so
 nothing is silently dropped; unreadable files, and records of the wrong structure (a section that is
@@ -54,9 +56,18 @@ def find_result_files(sources: Iterable[str | Path]) -> list[Path]:
     return list(dict.fromkeys(p.resolve() for p in found))  # keep order, drop duplicates
 
 
-SECTIONS = ("axes", "config", "params", "train", "eval", "versions")  # JSON objects (or null)
+SECTIONS = ("axes", "config", "params", "train", "eval", "device", "versions")  # JSON objects (or null)
 SCALARS = ("status", "name", "sweep", "seed", "error", "schema", "flops_per_token", "tokens_seen")
 METRICS = {m for metric in DEFAULT_PAPER_AVG_METRIC.values() for m in (metric, f"{metric}_stderr")}
+DEVICE_METRICS = (
+    "load_ms", "init_ms", "prefill_ms", "prefill_tok_s", "decode_ms", "decode_tok_s", "ttft_ms",
+    "pte_bytes", "planned_memory_bytes", "kv_cache_bytes", "peak_rss_bytes", "val_loss_change",
+)  # fmt: skip
+"""The numbers of a record's `device` block that the analysis averages over seeds."""
+
+
+def _not_a_number(value: Any) -> bool:
+    return value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)))
 
 
 def structure_problem(record: dict[str, Any]) -> str | None:
@@ -74,9 +85,12 @@ def structure_problem(record: dict[str, Any]) -> str | None:
         if not isinstance(scores, dict):
             return f"`eval.tasks.{task}` must be an object, not {type(scores).__name__}"
         for metric in METRICS & scores.keys():
-            value = scores[metric]
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                return f"`eval.tasks.{task}.{metric}` must be a number, not {type(value).__name__}"
+            if _not_a_number(scores[metric]):
+                return f"`eval.tasks.{task}.{metric}` must be a number, not {type(scores[metric]).__name__}"
+    device = record.get("device") or {}
+    for field in DEVICE_METRICS:
+        if _not_a_number(device.get(field)):
+            return f"`device.{field}` must be a number, not {type(device[field]).__name__}"
     return None
 
 
@@ -133,6 +147,7 @@ def record_row(record: dict[str, Any]) -> dict[str, Any]:
     tasks = evaluation.pop("tasks", {}) or {}
     row.update(flatten(tasks, "result/eval/"))
     row.update(flatten(evaluation, "result/eval/"))
+    row.update(flatten(record.get("device") or {}, "result/device/"))
     return row
 
 

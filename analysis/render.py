@@ -1,7 +1,9 @@
-"""A comparison table (see `analysis.compare`) → Markdown, LaTeX (booktabs) and CSV.
+"""A comparison table (see `analysis.compare`) or Table 7 (`analysis.latency`) → Markdown, LaTeX (booktabs)
+and CSV.
 
 Markdown and LaTeX show the paper's layout: percentages with one decimal, the average with its 95%
-interval, the paper's average and Δ; `—` marks a missing value. A `†` on the average marks a row whose
+interval, the paper's average and Δ, decode latency and program size where measured; Table 7 shows load,
+init and execute times and their change to the baseline beside the paper's; `—` marks a missing value. A `†` on the average marks a row whose
 interval overlaps the baseline's. Notes (why a variant failed, which rows the paper has and we lack)
 follow the table. The CSV keeps every numeric column unformatted.
 """
@@ -13,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ablations.eval.tasks import PAPER_ZERO_SHOT
+from analysis.latency import LOAD_INIT
 from analysis.records import TASK_LABELS
 
 MISSING = "—"
@@ -32,6 +35,14 @@ def _params(millions: object) -> str:
         return MISSING
     m = float(millions)
     return f"{m:.1f}M" if m >= 1 else f"{m * 1e3:.0f}K"
+
+
+def _number(value: object, digits: int) -> str:
+    return f"{float(value):.{digits}f}" if value is not None and pd.notna(value) else MISSING
+
+
+def _megabytes(value: object) -> str:
+    return f"{float(value) / 1e6:.2f}" if value is not None and pd.notna(value) else MISSING
 
 
 def _avg_cell(row: pd.Series) -> str:
@@ -54,12 +65,47 @@ def _bpb_cell(row: pd.Series) -> str:
     return f"{float(row['val bpb']):.4f}{interval}"
 
 
+def _measured(table: pd.DataFrame, column: str) -> bool:
+    return column in table and table[column].notna().any()
+
+
+def latency_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 7 formatted: times in ms, the program in MB, each change to the baseline beside the paper's."""
+    rows = []
+    has_paper = "paper execute ms" in table
+    for _, r in table.iterrows():
+        label = r["label"] + (" (baseline)" if r.get("baseline") is True else "")
+        row = {
+            "Budget": r["budget"],
+            "Model": label,
+            "Variant": r["variant"] or MISSING,
+            "Status": r["status"],
+        }
+        row["Params"] = _params(r.get("params_m"))
+        row["Program MB"] = _megabytes(r.get("pte bytes"))
+        row["Program Δ%"] = _signed(r.get("pte Δ%"))
+        row["Load ms"], row["Init ms"] = _number(r.get("load ms"), 1), _number(r.get("init ms"), 1)
+        row["Load+init Δ%"] = _signed(r.get("load+init Δ%"))
+        if has_paper:
+            row["Paper load+init Δ%"] = _signed(r.get("paper load+init Δ%"))
+        row["Execute ms"] = _number(r.get("execute ms"), 2)
+        row["Execute Δ%"] = _signed(r.get("execute Δ%"))
+        if has_paper:
+            row["Paper execute Δ%"] = _signed(r.get("paper execute Δ%"))
+        row["Decode tok/s"] = _number(r.get("decode tok/s"), 1)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def display_frame(table: pd.DataFrame) -> pd.DataFrame:
     """The formatted table shown in Markdown and LaTeX (strings, paper column order); validation bits per
-    byte where the records have them."""
+    byte, decode latency and program size where the records have them. Table 7 (`latency_frame`) has its own."""
+    if LOAD_INIT in table:
+        return latency_frame(table)
     rows = []
     has_paper = "paper Avg" in table
-    has_bpb = "val bpb" in table and table["val bpb"].notna().any()
+    has_bpb = _measured(table, "val bpb")
+    has_device = _measured(table, "decode ms")
     for _, r in table.iterrows():
         label = r["label"] + (" (baseline)" if r.get("baseline") is True else "")
         row = {
@@ -71,6 +117,10 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
         row["Params"] = _params(r.get("params_m"))
         if has_bpb:
             row["Val bpb [95% CI]"] = _bpb_cell(r)
+        if has_device:
+            row["Decode ms"] = _number(r.get("decode ms"), 2)
+            row["Decode tok/s"] = _number(r.get("decode tok/s"), 1)
+            row["Program MB"] = _megabytes(r.get("pte bytes"))
         row.update({TASK_LABELS[t]: _pct(r.get(TASK_LABELS[t])) for t in PAPER_ZERO_SHOT})
         row["Avg [95% CI]"] = _avg_cell(r)
         if has_paper:
@@ -95,6 +145,19 @@ def notes(table: pd.DataFrame) -> list[str]:
     if sources:
         lines.append(
             "Intervals: " + ", ".join(sources) + " (seeds: t over seeds; bootstrap: over documents)."
+        )
+    if LOAD_INIT in table:
+        measured = table.dropna(subset=["quant", "threads"])
+        settings = sorted(
+            {
+                f"quant {q}, {int(t)} thread(s)"
+                for q, t in zip(measured["quant"], measured["threads"], strict=True)
+            }
+        )
+        lines.append(
+            "Δ%: change to the baseline; load+init = program load + method init, execute = one decode step. "
+            f"Measured with ExecuTorch (XNNPACK) at {'; '.join(settings) or 'no device block'}: the times are "
+            "this machine's, the ratios compare with the paper's (iPhone 13, MPS, fp16, mean of 50 runs)."
         )
     missing = table[table["status"] == "not run"]
     if len(missing):

@@ -6,7 +6,8 @@
 
 Writes to `--out` (default `<first source dir>/analysis`, else `./analysis_out`):
 `records.csv/.parquet` (one row per record), `variants.csv/.parquet` (one row per variant, with scores
-and intervals), `<artefact>.md/.tex/.csv` per table and `<artefact>.png/.svg` per figure (the figures'
+and intervals), `<artefact>.md/.tex/.csv` per table (`table7`: on-device times relative to the baseline,
+from records with a `device` block) and `<artefact>.png/.svg` per figure (the figures'
 data also as a table). Without `--table`, artefacts are picked from the sweep's axes
 (`analysis.artefacts.auto_select`).
 """
@@ -24,6 +25,7 @@ from analysis.artefacts import ARTEFACTS, auto_select
 from analysis.bootstrap import N_RESAMPLES
 from analysis.compare import comparison_table
 from analysis.figures import depth_figure, heads_figure, write_figure
+from analysis.latency import latency_table
 from analysis.records import load_records, records_frame, save_frame
 from analysis.render import to_markdown, write_table
 from analysis.variants import summarize_variants
@@ -64,7 +66,10 @@ def generate(
     result.files += save_frame(records, out_dir, "records") + save_frame(variants, out_dir, "variants")
     for name in artefacts or auto_select(sweep_axes(records)):
         artefact = ARTEFACTS[name]
-        table = comparison_table(name, variants, with_paper)
+        if artefact.latency:
+            table = latency_table(variants, with_paper)
+        else:
+            table = comparison_table(name, variants, with_paper)
         result.tables[name] = table
         if not table.empty:
             result.files += write_table(table, artefact.title, out_dir, name)

@@ -7,6 +7,8 @@ Scores are percentages (the paper's unit). Columns of `summarize_variants`:
 - `ci_source`: `seeds`, `bootstrap`, `stderr` or `none` (see `analysis.bootstrap`)
 - `val_bpb`, `val_bpb_low`, `val_bpb_high`: validation bits per byte, the mean over seeds and its 95%
   interval (Student-t over seeds; one seed: its own standard error over documents)
+- `device/<field>` for each of `analysis.records.DEVICE_METRICS` (the mean over the complete records that
+  measured it) and `device/quant`, `device/threads`: only where some record has a `device` block
 
 `status` is `complete`, `partial` (some seeds not complete, or some tasks missing: see `error`),
 or the status shared by all records (`failed`, `diverged`, `running`, …).
@@ -31,7 +33,7 @@ from analysis.bootstrap import (
     read_samples,
     seed_interval,
 )
-from analysis.records import task_metric, task_score
+from analysis.records import DEVICE_METRICS, task_metric, task_score
 
 PAPER_BUDGETS_M: dict[str, float] = {
     "125M": 125.0,
@@ -117,6 +119,22 @@ def _val_bpb(complete: pd.DataFrame) -> dict[str, float]:
     return {"val_bpb": float(values.mean()), "val_bpb_low": low, "val_bpb_high": high}
 
 
+def _device(complete: pd.DataFrame) -> dict[str, Any]:
+    """Each device measurement's mean over the complete records that have it (a variant's seeds export the
+    same architecture), with the setting it was measured at; empty when no record has a `device` block."""
+    out: dict[str, Any] = {}
+    for field in DEVICE_METRICS:
+        column = f"result/device/{field}"
+        if column in complete:
+            values = complete[column].dropna().astype(float)
+            out[f"device/{field}"] = float(values.mean()) if len(values) else math.nan
+    for setting in ("quant", "threads"):
+        if f"result/device/{setting}" in complete:
+            given = complete[f"result/device/{setting}"].dropna()
+            out[f"device/{setting}"] = given.iloc[0] if len(given) else None
+    return out
+
+
 def _status(group: pd.DataFrame, n_tasks: int) -> tuple[str, str | None]:
     """(status, explanation) of a variant from its records' statuses and task coverage."""
     statuses = group["status"].tolist()
@@ -160,6 +178,7 @@ def summarize_variants(records: pd.DataFrame, n_resamples: int = N_RESAMPLES, se
             }
             | pct
             | _val_bpb(complete)
+            | _device(complete)
         )
     frame = pd.DataFrame(rows)
     for column in ("avg", "avg_low", "avg_high", *PAPER_ZERO_SHOT):
