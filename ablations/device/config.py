@@ -70,4 +70,4 @@ def missing_dependency() -> str | None:
     missing = [name for name in REQUIRED_MODULES if importlib.util.find_spec(name) is None]
     if not missing:
         return None
-    return f"{' and '.join(missing)} not installed: the device stage needs the device extra ({INSTALL_HINT})"
+    return f"{' and '.join(missing)} not installed: install the device extra ({INSTALL_HINT})"
