@@ -58,16 +58,16 @@ def _number(value: object) -> float:
 def _our_row(variant: pd.Series, key: str | None, paper: pd.Series | None) -> dict[str, object]:
     params = _number(variant.get("params/total"))
     measured = {column: _number(variant.get(source)) for column, source in MEASURED.items()}
-    note = variant["error"] if isinstance(variant.get("error"), str) else ""
-    if variant["status"] == "complete" and math.isnan(measured["execute ms"]):
-        note = note or "no device block: run the job with device.enabled=true"
+    notes = [variant["error"]] if isinstance(variant.get("error"), str) else []
+    if variant.get("n_complete", 0) and math.isnan(measured["execute ms"]):
+        notes.insert(0, "no device block: run the job with device.enabled=true")
     row: dict[str, object] = {
         "budget": variant["budget"],
         "row": key or "",
         "label": paper["label"] if paper is not None else variant["variant"],
         "variant": variant["variant"],
         "status": variant["status"],
-        "note": note,
+        "note": "; ".join(notes),
         "seeds": variant.get("seeds", ""),
         "params_m": params / 1e6,
         "n_layers": variant.get("model/n_layers", math.nan),

@@ -25,7 +25,9 @@ class AblationsOptunaSweeperConf:
     grace_period: int = 180
     """A RUNNING trial without a heartbeat for this long is failed when a sweep (re)starts: its job died."""
     objectives: list[str] = field(default_factory=lambda: ["val_loss"])
-    """Minimised, in order: `val_loss` (the job's final validation loss) and/or `params` (total parameters)."""
+    """Minimised, in order: `val_loss` (the job's final validation loss), `params` (total parameters), or a
+    dotted path into the job's record, e.g. `device.decode_ms` (one decode step on the device, measured by
+    the job's device stage: `device.enabled=true`)."""
     sampler: str = "auto"
     """`auto` (TPE for one objective, NSGA-II for several), `tpe`, `nsga2`, `random` or `grid`."""
     seed: Any = None

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,10 @@ from ablations.search.config import STORAGE_ENV, TRIAL_RUN_DIR
 from .config import AblationsOptunaSweeperConf  # noqa: F401  (registers hydra/sweeper=ablations_optuna)
 
 log = logging.getLogger(__name__)
-OBJECTIVES = ("val_loss", "params")
+OBJECTIVES = {"val_loss": "train.val_loss", "params": "params.total"}
+"""Objective names → their dotted path in the job's record; any other dotted path (`device.decode_ms`) is
+read as it stands."""
+RECORD_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 INFEASIBLE = "infeasible"
 STATUS = "status"  # set when the sweeper tells a trial from its job's record
 
@@ -118,8 +122,11 @@ class AblationsOptunaSweeper(Sweeper):
     def __init__(self, **conf: Any) -> None:
         self.conf = OmegaConf.create(conf)
         for objective in self.conf.objectives:
-            if objective not in OBJECTIVES:
-                raise ValueError(f"hydra.sweeper.objectives: {objective!r} is not one of {OBJECTIVES}")
+            if objective not in OBJECTIVES and not RECORD_PATH.fullmatch(str(objective)):
+                raise ValueError(
+                    f"hydra.sweeper.objectives: {objective!r} is neither one of {sorted(OBJECTIVES)} "
+                    "nor a dotted path into the job's record (e.g. device.decode_ms)"
+                )
         self.job_idx = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -263,9 +270,12 @@ class AblationsOptunaSweeper(Sweeper):
             return
         values = _objectives(record, self.conf.objectives) if status == "complete" else None
         if values is None:
-            trial.set_user_attr("error", str((record or {}).get("error")))
+            error = (record or {}).get("error")
+            if status == "complete":  # e.g. device.decode_ms without the job's device stage
+                error = f"the record lacks a finite value of {list(self.conf.objectives)}"
+            trial.set_user_attr("error", str(error))
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            log.warning("trial %d failed (%s): %s", trial.number, status, (record or {}).get("error"))
+            log.warning("trial %d failed (%s): %s", trial.number, status, error)
             return
         study.tell(trial, values)
 
@@ -339,14 +349,20 @@ def _record_of(job: Any) -> dict[str, Any] | None:
         return None
 
 
+def _record_value(record: dict[str, Any], path: str) -> Any:
+    """The value at a dotted path of a record (None where a key is missing)."""
+    value: Any = record
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
 def _objectives(record: dict[str, Any] | None, names: Sequence[str]) -> list[float] | None:
+    """The objectives' values in the record (`OBJECTIVES`, or a dotted path), or None where one is missing,
+    not a number or not finite."""
     if record is None:
         return None
-    found = {
-        "val_loss": (record.get("train") or {}).get("val_loss"),
-        "params": (record.get("params") or {}).get("total"),
-    }
-    values = [found[name] for name in names]
-    if any(v is None or not math.isfinite(float(v)) for v in values):
-        return None  # a NaN loss is a failed trial, never a value that crashes the study
+    values = [_record_value(record, OBJECTIVES.get(name, name)) for name in names]
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in values):
+        return None  # a NaN loss (or a missing measurement) is a failed trial, never a value that crashes the study
     return [float(v) for v in values]
