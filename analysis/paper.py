@@ -16,7 +16,7 @@ def _paper_values() -> pd.DataFrame:
 
 
 def paper_values(artefact: str | None = None) -> pd.DataFrame:
-    """Rows of one artefact (`table1`, `table2`, `table3`, `ffn`, `fig4`, `roadmap`), or all, in paper order.
+    """Rows of one artefact (`table1`, `table2`, `table3`, `ffn`, `fig4`, `roadmap`, `table7`), or all, in paper order.
 
     Accuracies are percentages as printed; NaN where the paper's value is not recovered.
     """

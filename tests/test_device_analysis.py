@@ -20,6 +20,7 @@ from analysis.render import to_markdown
 from analysis.tables import generate
 from analysis.variants import summarize_variants
 from hydra_plugins.ablations_optuna_sweeper.optuna_sweeper import AblationsOptunaSweeper, _objectives
+from tests.test_sweeps import run_multirun
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "analysis"
 MODEL = {"dim": 48, "n_layers": 2, "n_heads": 3, "n_kv_heads": 1, "share_embeddings": True}
@@ -148,3 +149,21 @@ def test_the_latency_search_composes_and_reads_both_objectives_from_a_record() -
     assert _objectives(record, ["params"]) == [9.0]
     assert _objectives({"train": {"val_loss": 6.25}}, ["val_loss", "device.decode_ms"]) is None
     assert _objectives(record | {"device": {"decode_ms": math.nan}}, ["device.decode_ms"]) is None
+
+
+@pytest.mark.slow
+def test_the_table7_sweep_with_the_device_stage_produces_the_table7_artefact(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    args = ["+sweep=table7", "scale=smoke", "eval=none", "device.warmup=1", "device.iterations=5"]
+    ran = run_multirun([*args, f"hydra.sweep.dir={sweep_dir}"], tmp_path)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    records = records_frame(load_records([sweep_dir]))
+    assert sorted(records["status"]) == ["complete"] * 3
+    assert (records["result/device/iterations"] == 5).all() and (records["result/device/pte_bytes"] > 0).all()
+    table = generate(records, tmp_path / "out", n_resamples=10).tables["table7"].set_index("row")
+    assert bool(table.loc["mobilellm", "baseline"]) and table.loc["mobilellm", "execute Δ%"] == 0
+    # the LS program stores its blocks once: about the baseline's size; 4 unshared layers store twice the blocks
+    assert abs(table.loc["mobilellm_ls", "pte Δ%"]) < 2.0
+    assert table.loc["unshared_60l", "pte Δ%"] > 10.0
+    assert table[["load+init Δ%", "execute Δ%"]].notna().all().all()
+    assert "Table 7" in (tmp_path / "out" / "table7.md").read_text()
