@@ -15,16 +15,24 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
 
 from ablations.cli import exit_with_usage_if_asked
 from ablations.device.config import DeviceConfig, missing_dependency
+from ablations.device.export import LoweringError
+from ablations.device.measure import measure
+from ablations.eval.loading import load_lightning_ckpt
+from ablations.job.config import compose_config, group_choice, job_config
+from ablations.model.architecture import MobileLLM
+from ablations.model.checkpoint import CheckpointError, load_model_dir
+from ablations.model.hf_interop import ConversionError, import_llama
 from ablations.records.errors import ConfigError
 from ablations.records.run_dir import RunDir
 from ablations.records.secrets import cli_exit
-
-if TYPE_CHECKING:
-    from ablations.model.architecture import MobileLLM
 
 SOURCE_KEYS = ("ckpt", "run")
 CONFIG_KEYS = ("quant", "threads", "max_seq_len", "prompt_tokens", "warmup", "iterations")
@@ -76,10 +84,6 @@ def device_config(own: dict[str, str]) -> DeviceConfig:
 def load_checkpoint(path: Path) -> MobileLLM:
     """The model of a native model dir, a Hugging Face LLaMA dir or a Lightning `.ckpt` (the forms
     `python -m ablations.evaluate` reads)."""
-    from ablations.eval.loading import load_lightning_ckpt
-    from ablations.model.checkpoint import load_model_dir
-    from ablations.model.hf_interop import import_llama
-
     if path.is_file() and path.suffix == ".ckpt":
         return load_lightning_ckpt(path)[0]
     if (path / "model_config.json").is_file():
@@ -94,11 +98,6 @@ def load_checkpoint(path: Path) -> MobileLLM:
 
 def preset_model(overrides: list[str]) -> tuple[MobileLLM, str]:
     """A preset's model (with its `model.*` overrides) at random weights, seed 0, and the preset's name."""
-    import torch
-
-    from ablations.job.config import compose_config, group_choice, job_config
-    from ablations.model.architecture import MobileLLM
-
     cfg = compose_config(overrides)
     model_cfg = job_config(cfg).model
     torch.manual_seed(0)
@@ -122,9 +121,6 @@ def load_source(own: dict[str, str], overrides: list[str]) -> tuple[MobileLLM, s
 
 
 def print_measurement(record: dict[str, Any], title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=title)
     table.add_column("measure", justify="left")
     table.add_column("value", justify="right")
@@ -151,9 +147,6 @@ def print_measurement(record: dict[str, Any], title: str) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = list(sys.argv[1:] if argv is None else argv)
     exit_with_usage_if_asked(args, __doc__)
-    from ablations.model.checkpoint import CheckpointError
-    from ablations.model.hf_interop import ConversionError
-
     try:
         own, overrides = split_args(args)
         cfg = device_config(own)
@@ -163,9 +156,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model, name, out = load_source(own, overrides)
     except (ConfigError, CheckpointError, ConversionError, FileNotFoundError, MissingExtra) as error:
         raise cli_exit(error) from None  # named in the message; a traceback would add nothing
-    from ablations.device.export import LoweringError
-    from ablations.device.measure import measure
-
     out = Path(own.get("out") or out)
     try:
         record = measure(model, cfg, out)

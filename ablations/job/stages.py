@@ -32,6 +32,7 @@ from ablations.data.epochs import check_epochs, check_validation_split
 from ablations.data.shards import open_split, read_manifest
 from ablations.data.tokenizer import check_vocab_fits
 from ablations.device.config import DeviceConfig
+from ablations.device.measure import measure
 from ablations.eval.scoring import run_evaluation
 from ablations.job.config import JobConfig, composed_config
 from ablations.job.hydra_dumps import take_run_dir
@@ -194,8 +195,6 @@ def measure_on_device(
     change is measured on the start of the run's validation split."""
     if not job.device.enabled or not trained.is_global_zero:
         return None
-    from ablations.device.measure import measure  # executorch and torchao: only when the stage runs
-
     tokens = validation_tokens(datamodule, job.device)
     return measure(trained.model, job.device, RunDir(run_dir).device, tokens)
 
