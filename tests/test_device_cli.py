@@ -17,6 +17,7 @@ from ablations.device import config as device_config
 from ablations.device.__main__ import main
 from ablations.device.config import QUANT_NAMES, DeviceConfig
 from ablations.job.config import compose_config, job_config
+from ablations.job.resume import changed_keys
 from ablations.job.validate import validate
 from ablations.model.architecture import MobileLLM
 from ablations.model.checkpoint import save_model_dir
@@ -159,6 +160,13 @@ def test_the_job_refuses_a_bad_device_group_by_key() -> None:
     with pytest.raises(ConfigError, match=r"device\.nope: unknown key"):
         job_config(compose_config(["+device.nope=1"]))
     assert job_config(compose_config([])).device == DeviceConfig()  # the job's default: the dataclass's
+
+
+def test_a_resumed_run_may_add_or_change_its_device_stage() -> None:
+    trained_with = {"model": {"dim": 64}, "train": {"lr": 1e-3}}  # a run from before the device group
+    current = {**trained_with, "device": {"enabled": True, "quant": "w8a8"}}
+    assert changed_keys(trained_with, current, []) == []
+    assert changed_keys(current, {**current, "device": {"enabled": True, "quant": "8da4w"}}, []) == []
 
 
 # ---------------------------------------------------------------------- measured
