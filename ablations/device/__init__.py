@@ -10,5 +10,6 @@ measures its phone runs. Needs the `device` extra (`pip install -e ".[device]"`:
 - `measure`: load/init/prefill/decode timings, sizes and the quantized val-loss change → `device.json`.
 - `__main__`: `python -m ablations.device` (a preset, a checkpoint or a run dir).
 
-May import: `ablations.model`, `ablations.records`. Not training, evaluation or job code.
+May import: `ablations.model`, `ablations.records`. Not training, evaluation or job code, except in
+`__main__`, an entry point (it composes presets with the job config and loads checkpoints as evaluation does).
 """
