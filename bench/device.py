@@ -27,7 +27,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch
+
 from ablations.device.config import DeviceConfig, missing_dependency
+from ablations.device.measure import measure
+from ablations.job.config import compose_config, job_config
+from ablations.model.architecture import MobileLLM
 from ablations.records.errors import ConfigError
 from ablations.records.run_dir import RunDir
 from analysis.latency import relative_change
@@ -45,12 +50,6 @@ QUANTIZED = "8da4w"
 def measure_model(name: str, quant: str, device: DeviceConfig, out_dir: Path) -> dict[str, Any]:
     """One model's program measured (its `device.json` kept in `out_dir/<name>_<quant>/`, the program
     deleted), with the export-and-measure wall time."""
-    import torch
-
-    from ablations.device.measure import measure
-    from ablations.job.config import compose_config, job_config
-    from ablations.model.architecture import MobileLLM
-
     torch.manual_seed(0)
     model = MobileLLM(job_config(compose_config(MODELS[name])).model).eval()
     run_dir = out_dir / f"{name}_{quant}"
