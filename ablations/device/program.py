@@ -4,6 +4,13 @@ One `forward(tokens, input_pos)` serves prefill and decode: the token dimension 
 in registered buffers of `max_seq_len` positions updated in place, and nothing branches on the sequence length
 (a causal mask over the whole cache replaces `is_causal`). The model's own modules run it: embedding, norms,
 FFNs and the attention projections are the model's, so a stored block applied twice is held once.
+
+Attention is written out for the XNNPACK delegate: batched matmuls with the queries grouped by key/value head
+(GQA and MQA without repeating K/V), reshapes with one inferred (-1) dimension instead of the symbolic length
+(XNNPACK takes the first, not the second), and one additive mask for all layers.
+
+A tied model's embedding is held twice by an fp32 program: the gather runs in ExecuTorch's portable kernels,
+the output projection in XNNPACK, which keeps its own copy of the weight.
 """
 
 from __future__ import annotations
@@ -59,12 +66,6 @@ class ExportableLM(nn.Module):
     def output_weight(self) -> Tensor:
         return self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
 
-    def reset(self) -> None:
-        """Empty the cache (eager use; a program's cache is simply overwritten from position 0)."""
-        for cache in self.caches:
-            cache.keys.zero_()
-            cache.values.zero_()
-
     def forward(self, tokens: Tensor, input_pos: Tensor) -> Tensor:
         positions = input_pos + torch.arange(tokens.shape[1], device=tokens.device)
         cos, sin = rope_tables(self.config.head_dim, self.config.rope_theta, positions)
@@ -75,19 +76,33 @@ class ExportableLM(nn.Module):
         group = self.config.n_heads // self.config.n_kv_heads
         mask = torch.zeros(visible.shape).masked_fill(~visible, float("-inf")).repeat(group, 1)
         x = self.embed_tokens(tokens)
-        for cache, index in zip(self.caches, self.block_schedule):
+        for cache, index in zip(self.caches, self.block_schedule, strict=True):
             x = self._block(self.blocks[index], cache, x, cos, sin, positions, mask)
         hidden = self.norm(x)
         return F.linear(hidden, self.output_weight)
 
     def _block(
-        self, block: Block, cache: StaticKVCache, x: Tensor, cos: Tensor, sin: Tensor, positions: Tensor, mask: Tensor
+        self,
+        block: Block,
+        cache: StaticKVCache,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        positions: Tensor,
+        mask: Tensor,
     ) -> Tensor:
         h = x + self._attention(block.attn, cache, block.attn_norm(x), cos, sin, positions, mask)
         return h + block.ffn(block.ffn_norm(h))
 
     def _attention(
-        self, attn: Attention, cache: StaticKVCache, x: Tensor, cos: Tensor, sin: Tensor, positions: Tensor, mask: Tensor
+        self,
+        attn: Attention,
+        cache: StaticKVCache,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        positions: Tensor,
+        mask: Tensor,
     ) -> Tensor:
         """`Attention.forward`'s projections and RoPE, attending over the whole static cache under `mask`."""
         kv_heads, head_dim = attn.n_kv_heads, attn.head_dim
@@ -104,5 +119,7 @@ class ExportableLM(nn.Module):
         # K/V for GQA and guards fully masked rows in every layer, all outside the XNNPACK delegate
         q = q.contiguous().view(kv_heads, -1, head_dim)
         scores = torch.bmm(q, keys.view(kv_heads, -1, head_dim).transpose(1, 2)) * head_dim**-0.5 + mask
-        y = torch.bmm(scores.softmax(dim=-1), values.view(kv_heads, -1, head_dim)).view(kv_heads, group, -1, head_dim)
+        y = torch.bmm(scores.softmax(dim=-1), values.view(kv_heads, -1, head_dim)).view(
+            kv_heads, group, -1, head_dim
+        )
         return attn.o_proj(y.permute(2, 0, 1, 3).contiguous().view(1, -1, attn.n_heads * head_dim))

@@ -38,7 +38,9 @@ QUANT_RECIPES: dict[str, QuantRecipe] = {
     recipe.name: recipe
     for recipe in (
         QuantRecipe("none", None, None, "fp32, as trained"),
-        QuantRecipe("8da4w", 4, 32, "int8 dynamic activations, int4 grouped weights (g=32); output/embedding int8"),
+        QuantRecipe(
+            "8da4w", 4, 32, "int8 dynamic activations, int4 grouped weights (g=32); output/embedding int8"
+        ),
         QuantRecipe("w8a8", 8, None, "int8 dynamic per-token activations, int8 per-channel weights"),
     )
 }
@@ -83,7 +85,9 @@ def _apply(model: MobileLLM, recipe: QuantRecipe) -> None:
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig, quantize_
     from torchao.quantization.granularity import PerAxis, PerGroup
 
-    int8_per_channel = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0))
+    int8_per_channel = Int8DynamicActivationIntxWeightConfig(
+        weight_dtype=torch.int8, weight_granularity=PerAxis(0)
+    )
     block_config = int8_per_channel
     if recipe.block_group_size is not None:
         block_config = Int8DynamicActivationIntxWeightConfig(
@@ -93,4 +97,6 @@ def _apply(model: MobileLLM, recipe: QuantRecipe) -> None:
     quantize_(model.blocks, block_config)
     quantize_(model.lm_head, int8_per_channel)
     embedding_config = IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
-    quantize_(model.embed_tokens, embedding_config, filter_fn=lambda module, _: isinstance(module, nn.Embedding))
+    quantize_(
+        model.embed_tokens, embedding_config, filter_fn=lambda module, _: isinstance(module, nn.Embedding)
+    )

@@ -41,9 +41,8 @@ class DeviceProgram:
     """A loaded program's `forward` method, its KV cache and the position it has reached."""
 
     def __init__(self, buffer: bytes, threads: int = 1) -> None:
-        from executorch.runtime import Runtime
-
         import executorch.kernels.quantized  # noqa: F401  (registers the quantized embedding kernels)
+        from executorch.runtime import Runtime
 
         self.threads = set_threads(threads)
         self.pte_bytes = len(buffer)
@@ -80,12 +79,16 @@ class DeviceProgram:
             raise ValueError(f"tokens must have shape [1, T] with T >= 1 (got {list(tokens.shape)})")
         seq = tokens.shape[1]
         if seq > self.max_prompt:
-            raise ValueError(f"{seq} tokens in one call exceed max_prompt {self.max_prompt} (max_seq_len - 1)")
+            raise ValueError(
+                f"{seq} tokens in one call exceed max_prompt {self.max_prompt} (max_seq_len - 1)"
+            )
         if input_pos < 0 or input_pos + seq > self.max_seq_len:
             raise ValueError(
                 f"positions {input_pos}..{input_pos + seq - 1} exceed the KV cache: max_seq_len {self.max_seq_len}"
             )
-        logits = self._forward.execute([tokens.to(torch.long), torch.tensor([input_pos], dtype=torch.long)])[0]
+        logits = self._forward.execute([tokens.to(torch.long), torch.tensor([input_pos], dtype=torch.long)])[
+            0
+        ]
         self.position = input_pos + seq
         return logits
 
