@@ -90,6 +90,7 @@ def export_program(
     Raises `LoweringError` naming the variant's axis values and the op when export or lowering fails, or when a
     matrix product stayed outside the delegate.
     """
+    # executorch imported here: the job imports this module's callers where the device extra is absent
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
