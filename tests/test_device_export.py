@@ -68,10 +68,18 @@ def randomised(cfg: ModelConfig) -> MobileLLM:
     return model.eval()
 
 
+def loaded(buffer: bytes, directory: Path) -> DeviceProgram:
+    path = directory / "program.pte"
+    path.write_bytes(buffer)
+    return DeviceProgram.load(path)
+
+
 @pytest.fixture(scope="module", params=list(COVERING.values()), ids=list(COVERING))
-def covering_program(request: pytest.FixtureRequest) -> tuple[MobileLLM, DeviceProgram]:
+def covering_program(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[MobileLLM, DeviceProgram]:
     model = randomised(small_config(n_layers=2, **request.param))
-    return model, DeviceProgram(export_program(model, MAX_SEQ_LEN))
+    return model, loaded(export_program(model, MAX_SEQ_LEN), tmp_path_factory.mktemp("covering"))
 
 
 def test_the_covering_configs_hold_every_registered_axis_value() -> None:
@@ -159,6 +167,7 @@ def size_programs() -> dict[str, bytes]:
 
 def test_a_shared_block_is_stored_once(size_programs: dict[str, bytes]) -> None:
     plain, shared, double = (len(size_programs[name]) for name in SIZE_VARIANTS)
+    print(f"program bytes: one block {plain}, applied twice {shared}, two blocks {double}")
     block_bytes = 4 * sum(
         p.numel() for p in randomised(small_config(dim=128, n_layers=1)).blocks.parameters()
     )
@@ -223,8 +232,8 @@ def test_a_quantized_tied_model_gets_its_own_output_layer(quantized_model: Mobil
 # --- refusals --------------------------------------------------------------------------------------------
 
 
-def test_refusals_name_the_limit(size_programs: dict[str, bytes]) -> None:
-    program = DeviceProgram(size_programs["one block"])
+def test_refusals_name_the_limit(size_programs: dict[str, bytes], tmp_path: Path) -> None:
+    program = loaded(size_programs["one block"], tmp_path)
     with pytest.raises(ValueError, match=f"exceeds max_prompt {MAX_SEQ_LEN - 1}"):
         program.generate(torch.zeros(1, MAX_SEQ_LEN, dtype=torch.long), 1)
     with pytest.raises(ValueError, match=f"max_seq_len is {MAX_SEQ_LEN}"):
@@ -240,9 +249,13 @@ def test_refusals_name_the_limit(size_programs: dict[str, bytes]) -> None:
     )
     with pytest.raises(ValueError, match="max_seq_len must be >= 3"):
         ExportableLM(MobileLLM(small_config()), 2)
+    (tmp_path / "text.pte").write_text("not a program")
+    with pytest.raises(ValueError, match=r"text\.pte is not a loadable ExecuTorch program"):
+        DeviceProgram.load(tmp_path / "text.pte")
 
 
 def test_the_thread_pool_is_resized_and_reported() -> None:
+    assert set_threads(2) == 2
     assert set_threads(1) == 1
     with pytest.raises(ValueError, match="threads must be >= 1"):
         set_threads(0)

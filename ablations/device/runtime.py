@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -26,33 +27,28 @@ def set_threads(threads: int) -> int:
     return portable_lib._threadpool_get_thread_count()
 
 
-def planned_memory_bytes(buffer: bytes, method: str = "forward") -> int:
-    """Bytes the memory plan of `method` allocates (activations and the KV cache; not the delegate's own
-    packed weights or scratch), read from the program's execution plan as `MethodMeta` does."""
+def planned_memory_bytes(path: Path, method: str = "forward") -> int:
+    """Bytes the memory plan of `method` allocates (activations and the KV cache; not the delegate's packed
+    weights or scratch), read from the program's execution plan (what `MethodMeta` reports in C++; the Python
+    bindings do not expose it). Reads only the flatbuffer, not the weight segments after it."""
     from executorch.exir._serialize._program import _flatbuffer_to_program, _get_extended_header
 
-    header = _get_extended_header(buffer)
-    size = header.program_size if header is not None and header.is_valid() else len(buffer)
-    plan = next(plan for plan in _flatbuffer_to_program(buffer[:size]).execution_plan if plan.name == method)
+    with open(path, "rb") as file:
+        header = _get_extended_header(file.read(64))
+        file.seek(0)
+        flatbuffer = file.read(header.program_size) if header is not None else file.read()
+    plan = next(plan for plan in _flatbuffer_to_program(flatbuffer).execution_plan if plan.name == method)
     return sum(plan.non_const_buffer_sizes[1:])  # entry 0 is reserved by the format
 
 
 class DeviceProgram:
     """A loaded program's `forward` method, its KV cache and the position it has reached."""
 
-    def __init__(self, buffer: bytes, threads: int = 1) -> None:
-        import executorch.kernels.quantized  # noqa: F401  (registers the quantized embedding kernels)
-        from executorch.runtime import Runtime
-
-        self.threads = set_threads(threads)
-        self.pte_bytes = len(buffer)
-        self.planned_memory_bytes = planned_memory_bytes(buffer)
-        start = time.perf_counter()
-        self._program = Runtime.get().load_program(buffer)
-        self.load_ms = (time.perf_counter() - start) * 1e3
-        start = time.perf_counter()
-        self._forward = self._program.load_method("forward")
-        self.init_ms = (time.perf_counter() - start) * 1e3
+    def __init__(self, program: Any, path: Path, threads: int, load_ms: float, init_ms: float) -> None:
+        self._program, self.threads, self.load_ms, self.init_ms = program, threads, load_ms, init_ms
+        self._forward = program.load_method("forward")  # loaded (and timed) by `load`: cached by the program
+        self.pte_bytes = path.stat().st_size
+        self.planned_memory_bytes = planned_memory_bytes(path)
         self.max_seq_len: int = self._constant("get_max_seq_len")
         self.vocab_size: int = self._constant("get_vocab_size")
         self.max_prompt = self.max_seq_len - 1
@@ -60,8 +56,23 @@ class DeviceProgram:
 
     @classmethod
     def load(cls, path: Path, threads: int = 1) -> DeviceProgram:
-        """Load a `.pte` file (read into memory first, so load_ms times the runtime, not the disk)."""
-        return cls(Path(path).read_bytes(), threads)
+        """Load a `.pte` as a phone app does: the runtime's file loader, minimal verification, then the
+        `forward` method (memory planning, XNNPACK weight packing); both timed."""
+        import executorch.kernels.quantized  # noqa: F401  (registers the quantized embedding kernels)
+        from executorch.runtime import Runtime, Verification
+
+        path = Path(path)
+        reported_threads = set_threads(threads)
+        start = time.perf_counter()
+        try:
+            program = Runtime.get().load_program(path, verification=Verification.Minimal)
+        except (RuntimeError, ValueError) as error:  # the bindings raise RuntimeError for a file they reject
+            raise ValueError(f"{path} is not a loadable ExecuTorch program: {error}") from error
+        load_ms = (time.perf_counter() - start) * 1e3
+        start = time.perf_counter()
+        program.load_method("forward")
+        init_ms = (time.perf_counter() - start) * 1e3
+        return cls(program, path, reported_threads, load_ms, init_ms)
 
     def _constant(self, name: str) -> int:
         if name not in self._program.method_names:
