@@ -19,6 +19,7 @@ from ablations.model.architecture import sample_next_token
 
 def set_threads(threads: int) -> int:
     """Resize ExecuTorch's process-wide thread pool (XNNPACK runs on it); returns the count it reports."""
+    # executorch imported here, as in every function of this module: the job imports it without the extra
     from executorch.extension.pybindings import portable_lib
 
     if threads < 1:
@@ -31,6 +32,7 @@ def planned_memory_bytes(path: Path, method: str = "forward") -> int:
     """Bytes the memory plan of `method` allocates (activations and the KV cache; not the delegate's packed
     weights or scratch), read from the program's execution plan (what `MethodMeta` reports in C++; the Python
     bindings do not expose it). Reads only the flatbuffer, not the weight segments after it."""
+    # a private module: the flatbuffer's schema types are not exported elsewhere (executorch 1.5.1)
     from executorch.exir._serialize._program import _flatbuffer_to_program, _get_extended_header
 
     with open(path, "rb") as file:
