@@ -32,6 +32,7 @@ case "${1:-}" in
           job +sweep=ffn_type seed="$seed" axes.ffn_type=swiglu,relu
           job +sweep=depth_width seed="$seed" axes.budget=125M axes.n_layers=30
         done
+        job +sweep=ffn_type seed=3 axes.ffn_type=swiglu,relu  # 3 seeds left the FFN's interval across 0
         for seed in 0 1 2; do
           job +sweep=depth_width seed="$seed" axes.budget=125M axes.n_layers=4
           job +sweep=emb_share seed="$seed" axes.embedding=tied_30l,tied_32l
