@@ -44,14 +44,14 @@ case "${1:-}" in
             axes.sharing_repeats=2
         done
         for seed in 0 1 2; do
+          job +sweep=heads_kv seed="$seed" axes.budget=125M axes.n_heads=16 axes.n_kv_heads=16
+        done
+        for seed in 0 1 2; do
           job +sweep=layer_sharing seed="$seed" axes.budget=125M axes.sharing_scheme=immediate axes.sharing_repeats=3
         done
         for seed in 0 1 2; do
           job +sweep=layer_sharing seed="$seed" axes.budget=125M axes.sharing_scheme=repeat_all_over \
             axes.sharing_repeats=2
-        done
-        for seed in 0 1 2; do
-          job +sweep=heads_kv seed="$seed" axes.budget=125M axes.n_heads=16 axes.n_kv_heads=16
         done
         ;;
       *) echo "usage: bash bench/findings_cpu.sh run a|b" >&2; exit 2 ;;
