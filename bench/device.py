@@ -9,8 +9,9 @@ Prints, from one run: each model's load+init and execute (one decode step) time 
 beside the paper's +2.2% / +2.6% (LS) and +143% / +86% (60 layers), the program sizes, and fp32 against
 `8da4w` decode tok/s for the `--quantized` models. Writes `summary.json`, `summary.md` and each program's
 `device.json` into `--out` (programs are deleted once measured: hundreds of MB each). The times are this
-machine's; the ratios are what carry over to a phone. Exporting one 125M program takes 20-40 s on 2 cores;
-the defaults run in about 10 minutes.
+machine's; the ratios are what carry over to a phone. Exporting dominates the time: on 2 cores shared with
+training runs, about 6 minutes for the 125M program and 17 for LS-125M or 60 layers (55 minutes in all with
+the 8da4w program; `--quantized` with no model skips it).
 """
 
 from __future__ import annotations
