@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pandas as pd
 
@@ -87,19 +88,31 @@ def _missing_row(budget: str, paper: pd.Series) -> dict[str, object]:
     return row | _paper_cells(paper)
 
 
-def _budget_rows(artefact: Artefact, budget: str, ours: pd.DataFrame, paper: pd.DataFrame) -> list[dict]:
+RowOfOurs = Callable[[pd.Series, str | None, pd.Series | None], dict]
+"""(a variant, the paper row key it maps to, that paper row) → its table row."""
+
+
+def budget_rows(
+    artefact: Artefact,
+    budget: str,
+    ours: pd.DataFrame,
+    paper: pd.DataFrame,
+    our_row: RowOfOurs | None = None,
+    missing_row: Callable[[str, pd.Series], dict] | None = None,
+) -> list[dict]:
     """Rows of one budget: paper rows in order (each with the variants mapped to it, or `not run`), then
-    our variants that map to no paper row."""
+    our variants that map to no paper row. A table with other columns (Table 7) brings its own row builders."""
+    our_row, missing_row = our_row or _our_row, missing_row or _missing_row
     keys = artefact.classify(ours) if len(ours) else pd.Series(dtype=object)
     rows: list[dict] = []
     for _, paper_row in paper.iterrows():
         mapped = ours[keys == paper_row["row"]]
         if mapped.empty:
-            rows.append(_missing_row(budget, paper_row))
-        rows.extend(_our_row(v, paper_row["row"], paper_row) for _, v in mapped.iterrows())
+            rows.append(missing_row(budget, paper_row))
+        rows.extend(our_row(v, paper_row["row"], paper_row) for _, v in mapped.iterrows())
     unmatched = ours[~keys.isin(paper["row"].tolist())] if len(ours) else ours
     rows.extend(
-        _our_row(v, keys[i] if isinstance(keys[i], str) else None, None) for i, v in unmatched.iterrows()
+        our_row(v, keys[i] if isinstance(keys[i], str) else None, None) for i, v in unmatched.iterrows()
     )
     return rows
 
@@ -143,7 +156,7 @@ def comparison_table(artefact_name: str, variants: pd.DataFrame, with_paper: boo
     rows: list[dict] = []
     for budget in budgets:
         ours = variants[variants["budget"] == budget]
-        rows.extend(_budget_rows(artefact, budget, ours, reference[reference["panel"] == budget]))
+        rows.extend(budget_rows(artefact, budget, ours, reference[reference["panel"] == budget]))
     table = pd.DataFrame(rows)
     if table.empty:
         return table

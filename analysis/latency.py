@@ -22,6 +22,7 @@ import math
 import pandas as pd
 
 from analysis.artefacts import ARTEFACTS
+from analysis.compare import budget_rows
 from analysis.paper import paper_values
 
 ARTEFACT = "table7"
@@ -90,23 +91,6 @@ def _missing_row(budget: str, paper: pd.Series) -> dict[str, object]:
     return row | {"note": "", "n_layers": paper["n_layers"]} | _paper_cells(paper)
 
 
-def _budget_rows(ours: pd.DataFrame, budget: str, paper: pd.DataFrame) -> list[dict[str, object]]:
-    """The paper's rows in order (each with the variants mapped to it, or `not run`), then ours that map to
-    none of them."""
-    keys = ARTEFACTS[ARTEFACT].classify(ours) if len(ours) else pd.Series(dtype=object)
-    rows: list[dict[str, object]] = []
-    for _, paper_row in paper.iterrows():
-        mapped = ours[keys == paper_row["row"]]
-        if mapped.empty:
-            rows.append(_missing_row(budget, paper_row))
-        rows.extend(_our_row(v, paper_row["row"], paper_row) for _, v in mapped.iterrows())
-    unmatched = ours[~keys.isin(paper["row"].tolist())] if len(ours) else ours
-    rows.extend(
-        _our_row(v, keys[i] if isinstance(keys[i], str) else None, None) for i, v in unmatched.iterrows()
-    )
-    return rows
-
-
 def _add_changes(table: pd.DataFrame) -> None:
     """Each row's Δ% to its budget's baseline: the first measured variant of the baseline row."""
     table["baseline"] = False
@@ -133,7 +117,16 @@ def latency_table(variants: pd.DataFrame, with_paper: bool = True) -> pd.DataFra
     rows: list[dict[str, object]] = []
     for budget in budgets:
         ours = variants[variants["budget"] == budget]
-        rows.extend(_budget_rows(ours, budget, reference[reference["panel"] == budget]))
+        rows.extend(
+            budget_rows(
+                ARTEFACTS[ARTEFACT],
+                budget,
+                ours,
+                reference[reference["panel"] == budget],
+                _our_row,
+                _missing_row,
+            )
+        )
     table = pd.DataFrame(rows)
     if table.empty:
         return table
