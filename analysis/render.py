@@ -69,19 +69,24 @@ def _measured(table: pd.DataFrame, column: str) -> bool:
     return column in table and table[column].notna().any()
 
 
+def _identity_cells(r: pd.Series) -> dict[str, object]:
+    """The cells every formatted table starts with: budget, model (baseline marked), variant, status, params."""
+    label = r["label"] + (" (baseline)" if r.get("baseline") is True else "")
+    return {
+        "Budget": r["budget"],
+        "Model": label,
+        "Variant": r["variant"] or MISSING,
+        "Status": r["status"],
+        "Params": _params(r.get("params_m")),
+    }
+
+
 def latency_frame(table: pd.DataFrame) -> pd.DataFrame:
     """Table 7 formatted: times in ms, the program in MB, each change to the baseline beside the paper's."""
     rows = []
     has_paper = "paper execute ms" in table
     for _, r in table.iterrows():
-        label = r["label"] + (" (baseline)" if r.get("baseline") is True else "")
-        row = {
-            "Budget": r["budget"],
-            "Model": label,
-            "Variant": r["variant"] or MISSING,
-            "Status": r["status"],
-        }
-        row["Params"] = _params(r.get("params_m"))
+        row = _identity_cells(r)
         row["Program MB"] = _megabytes(r.get("pte bytes"))
         row["Program Δ%"] = _signed(r.get("pte Δ%"))
         row["Load ms"], row["Init ms"] = _number(r.get("load ms"), 1), _number(r.get("init ms"), 1)
@@ -107,14 +112,7 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
     has_bpb = _measured(table, "val bpb")
     has_device = _measured(table, "decode ms")
     for _, r in table.iterrows():
-        label = r["label"] + (" (baseline)" if r.get("baseline") is True else "")
-        row = {
-            "Budget": r["budget"],
-            "Model": label,
-            "Variant": r["variant"] or MISSING,
-            "Status": r["status"],
-        }
-        row["Params"] = _params(r.get("params_m"))
+        row = _identity_cells(r)
         if has_bpb:
             row["Val bpb [95% CI]"] = _bpb_cell(r)
         if has_device:
