@@ -33,14 +33,21 @@ DEVICE_CELLS = {  # table column → variants column, where the sweep ran with d
 }
 
 
-def _our_row(variant: pd.Series, key: str | None, paper: pd.Series | None) -> dict[str, object]:
-    params = variant.get("params/total")
-    row: dict[str, object] = {
+def variant_cells(variant: pd.Series, key: str | None, paper: pd.Series | None) -> dict[str, object]:
+    """The cells naming a variant's row: budget, the paper row it maps to, label, variant, status."""
+    return {
         "budget": variant["budget"],
         "row": key or "",
         "label": paper["label"] if paper is not None else variant["variant"],
         "variant": variant["variant"],
         "status": variant["status"],
+    }
+
+
+def _our_row(variant: pd.Series, key: str | None, paper: pd.Series | None) -> dict[str, object]:
+    params = variant.get("params/total")
+    row: dict[str, object] = {
+        **variant_cells(variant, key, paper),
         "note": variant["error"] if isinstance(variant.get("error"), str) else "",
         "seeds": variant.get("seeds", ""),
         "ci_source": variant.get("ci_source", "none"),

@@ -22,7 +22,7 @@ import math
 import pandas as pd
 
 from analysis.artefacts import ARTEFACTS
-from analysis.compare import budget_rows
+from analysis.compare import budget_rows, variant_cells
 from analysis.paper import paper_values
 
 ARTEFACT = "table7"
@@ -63,11 +63,7 @@ def _our_row(variant: pd.Series, key: str | None, paper: pd.Series | None) -> di
     if variant.get("n_complete", 0) and math.isnan(measured["execute ms"]):
         notes.insert(0, "no device block: run the job with device.enabled=true")
     row: dict[str, object] = {
-        "budget": variant["budget"],
-        "row": key or "",
-        "label": paper["label"] if paper is not None else variant["variant"],
-        "variant": variant["variant"],
-        "status": variant["status"],
+        **variant_cells(variant, key, paper),
         "note": "; ".join(notes),
         "seeds": variant.get("seeds", ""),
         "params_m": params / 1e6,
