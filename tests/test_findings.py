@@ -242,6 +242,25 @@ def test_the_report_gives_each_findings_verdict_from_bits_per_byte_at_chance(
     assert "**2 of 6 findings resolved**" in report and "| 1 | SwiGLU beats" in report
 
 
+def test_each_claim_lists_every_seeds_delta_as_the_records_bpb_difference(
+    synthetic: Path, tmp_path: Path
+) -> None:
+    """The per-seed column is each seed's SwiGLU − ReLU val_bpb, read from the two records themselves."""
+
+    def bpb(axis: str, seed: int) -> float:
+        record = synthetic / "ffn_type" / f"budget=125M,{axis}" / f"seed={seed}" / "result.json"
+        return json.loads(record.read_text())["train"]["val_bpb"]
+
+    expected = ", ".join(f"{s}: {bpb('ffn_type=swiglu', s) - bpb('ffn_type=relu', s):+.3f}" for s in range(3))
+    assert main([str(synthetic), "--out", str(tmp_path)]) == 0
+    row = next(
+        line
+        for line in (tmp_path / "findings.md").read_text().splitlines()
+        if line.startswith("| SwiGLU beats ReLU")
+    )
+    assert f"| {expected} |" in row
+
+
 def test_a_verdict_needs_three_seeds(tmp_path: Path) -> None:
     from analysis.records import load_records
 
