@@ -3,7 +3,8 @@
 Exit codes tell success, interruption and failure apart:
 0 complete (or already complete), 1 failed, 2 bad config or input (nothing was built), 3 interrupted
 (pre-empted: resumable from last.ckpt), 4 diverged, 5 pruned by a search, 6 the run dir is in use.
-A multirun prints one line per job of this sweep and exits with the worst job's code.
+A multirun prints one line per job of this sweep and exits with the worst job's code; a run another process
+holds now (a second queue writing into the same sweep dir) is listed, not counted.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from ablations.records.lock import in_use
 from ablations.records.result import read_result
 from ablations.records.run_dir import RunDir
 
@@ -53,6 +55,9 @@ class MultirunSummary(Callback):
         for path in sorted(sweep_dir.rglob(RunDir.RECORD)):
             if path.stat().st_mtime < getattr(self, "started", 0):
                 continue  # a record an earlier run of the sweep finished (a skipped complete variant)
+            if in_use(path.parent):  # every job of this multirun has ended: another process runs this one
+                lines.append(f"  {'in use':<12} {path.parent.relative_to(sweep_dir)}  (by another process)")
+                continue
             try:
                 record = read_result(path) or {}
             except ValueError:

@@ -40,6 +40,24 @@ def run_dir_lock(run_dir: str | Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+def in_use(run_dir: str | Path) -> bool:
+    """Whether a process holds the run dir's lock now (a job of another multirun writing into the same sweep
+    dir, say); False when no lock file exists or its holder has ended."""
+    try:
+        fd = os.open(RunDir(run_dir).lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(
+            fd, fcntl.LOCK_SH | fcntl.LOCK_NB
+        )  # a shared lock conflicts only with a holder's exclusive one
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def lock_holder(run_dir: str | Path) -> tuple[int, str] | None:
     """(pid, host) of the run dir's last lock holder, running or not; None when no lock file names one."""
     try:
