@@ -37,6 +37,9 @@ case "${1:-}" in
           job +sweep=depth_width seed="$seed" axes.budget=125M axes.n_layers=4
           job +sweep=emb_share seed="$seed" axes.embedding=tied_30l,tied_32l
         done
+        # a fourth seed for the embedding finding (3 seeds left it unresolved); it also gives the depth
+        # finding's 30-layer model a fourth seed beside the 12-layer one's (the FFN sweep's seed 3)
+        job +sweep=emb_share seed=3 axes.embedding=untied_30l,tied_30l,tied_32l
         ;;
       b)
         for seed in 0 1 2; do
