@@ -48,9 +48,8 @@ def in_use(run_dir: str | Path) -> bool:
     except OSError:
         return False
     try:
-        fcntl.flock(
-            fd, fcntl.LOCK_SH | fcntl.LOCK_NB
-        )  # a shared lock conflicts only with a holder's exclusive one
+        # a shared lock conflicts only with a holder's exclusive one; closing the fd releases it
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     finally:
